@@ -80,7 +80,9 @@ def detect_format(path: str, given: str | None = None) -> str:
             raise InputError(f"unknown --format {given!r}; use one of: {known}")
         return name
     if path == "-":
-        raise InputError("reading standard input needs --format (for example --format csv)")
+        raise InputError(
+            "reading standard input needs --format (for example --format csv)"
+        )
     root, _ = split_compression(path)
     ext = os.path.splitext(root)[1].lower()
     if ext not in EXTENSIONS:
@@ -93,7 +95,7 @@ def detect_format(path: str, given: str | None = None) -> str:
 
 
 def open_source(path: str, options: SourceOptions | None = None) -> Source:
-    """Open ``path`` with the reader for its format; file-level problems raise InputError."""
+    """Open ``path`` with its format's reader; file-level problems raise InputError."""
     options = options or SourceOptions()
     fmt = detect_format(path, options.format)
     if path != "-" and not os.path.isfile(path):

@@ -55,7 +55,7 @@ class Source(abc.ABC):
         still carrying their true number and line.
         """
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027
         """Release the file handle; safe to call twice."""
 
     def __enter__(self) -> Source:
