@@ -130,10 +130,19 @@ def _replay(state: LedgerState, line: str) -> None:
     elif kind == "u":
         state.outstanding.pop(_decode_ident(rest), None)
     elif kind == "w":
+        before = state.watermark.row
         state.watermark = Watermark(**json.loads(rest))
         done = state.watermark.row
-        for ident in [i for i in state.outstanding if isinstance(i, int) and i <= done]:
-            del state.outstanding[ident]
+        if done > before:
+            # Rows the watermark just passed have their records. Rows at or
+            # below the old watermark dispatched again later (--retry-failed)
+            # stay outstanding until the output shows their new record.
+            for ident in [
+                i
+                for i in state.outstanding
+                if isinstance(i, int) and before < i <= done
+            ]:
+                del state.outstanding[ident]
 
 
 class Ledger:

@@ -204,6 +204,7 @@ class RunConfig:
     retry_failed: bool = False
     key_column: str | None = None
     grace: float = DEFAULT_GRACE
+    ca_bundle: str | None = None
     limit: int | None = None
     offset: int = 0
 

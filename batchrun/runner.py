@@ -1,0 +1,887 @@
+"""The run: read rows, execute the flow for each, record every outcome.
+
+A run has three kinds of task sharing one event loop:
+
+- the *feeder* reads row batches from the source (in a thread, so a slow
+  disk never stalls requests), decides what each row needs (send it, record
+  it invalid, skip it as already done) and puts the rows to send on a
+  bounded queue;
+- *workers*, at most ``concurrency`` of them, take rows off the queue, wait
+  for the limiter, note the dispatch in the checkpoint, send, and retry what
+  is worth retrying;
+- the *flusher* appends finished records to the output in batches, then
+  advances the checkpoint's watermark, then reports progress, so that what
+  is shown as done is always on disk.
+
+Ctrl-C or SIGTERM stops the feeder, lets in-flight requests finish within
+the grace period and records them; a second signal stops at once. Either
+way the checkpoint stays resumable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import heapq
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from . import checkpoint
+from .checkpoint import Ident, Ledger, Watermark
+from .client import FlowClient, Kind, Outcome
+from .config import RunConfig
+from .errors import (
+    EXIT_ABORTED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_ROWS_FAILED,
+    BatchrunError,
+    CheckpointError,
+    InputError,
+    UsageError,
+)
+from .limiter import RateLimiter
+from .retry import RetryPolicy, parse_retry_after
+from .rows import Row
+from .sinks import RESULT_FIELDS, Sink, open_sink
+from .sources import Position, Source, open_source
+from .variables import RowProblem, VariableMapper, encode_body
+
+FLUSH_INTERVAL = 0.05
+FLUSH_RECORDS = 2000
+STATUSES = ("succeeded", "failed", "invalid", "unknown")
+
+
+@dataclass
+class Summary:
+    """What a run did; the CLI prints it and the Python API returns it."""
+
+    output: str
+    read: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    invalid: int = 0
+    unknown: int = 0
+    skipped_done: int = 0
+    in_doubt: int = 0
+    resent: int = 0
+    retries: int = 0
+    requests: int = 0
+    elapsed: float = 0.0
+    totals: dict[str, int] = field(default_factory=dict)
+    complete: bool = False
+    interrupted: bool = False
+    aborted: str | None = None
+    exit_code: int = EXIT_OK
+    resumed: bool = False
+
+    @property
+    def processed(self) -> int:
+        """Rows this session recorded."""
+        return self.succeeded + self.failed + self.invalid + self.unknown
+
+    @property
+    def rows_per_second(self) -> float:
+        """This session's recorded rows per second."""
+        return self.processed / self.elapsed if self.elapsed > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-safe view, for --summary-json and logs."""
+        return {
+            "output": self.output,
+            "read": self.read,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "invalid": self.invalid,
+            "unknown": self.unknown,
+            "skipped_done": self.skipped_done,
+            "in_doubt": self.in_doubt,
+            "resent": self.resent,
+            "retries": self.retries,
+            "requests": self.requests,
+            "elapsed_s": round(self.elapsed, 3),
+            "rows_per_second": round(self.rows_per_second, 1),
+            "totals": dict(self.totals),
+            "complete": self.complete,
+            "interrupted": self.interrupted,
+            "aborted": self.aborted,
+            "exit_code": self.exit_code,
+        }
+
+
+class Events:
+    """Hooks the runner calls; the CLI and the Python API override them."""
+
+    def start(self, done: int, total: int | None) -> None:
+        """The run is about to send; ``done`` rows were finished before."""
+
+    def progress(self, counts: dict[str, int]) -> None:
+        """Records reached the disk; ``counts`` are this session's so far."""
+
+    def notice(self, message: str) -> None:
+        """A one-line message for the person running the batch."""
+
+    def close(self) -> None:
+        """The run is over."""
+
+
+@dataclass(slots=True)
+class Job:
+    """A row on its way through the pool."""
+
+    row: Row
+    ident: Ident
+    body: bytes
+    row_id: str
+    resent: bool = False
+
+
+def checkpoint_path(output: str) -> str:
+    """Where the checkpoint of ``output`` lives."""
+    return output + checkpoint.SUFFIX
+
+
+def utc_now() -> str:
+    """The time now, UTC, ISO 8601 to the millisecond."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Runner:
+    """One `batchrun run`: prepare, then execute with :meth:`run`."""
+
+    def __init__(self, config: RunConfig, events: Events | None = None) -> None:
+        self.config = config
+        self.events = events or Events()
+        self.summary = Summary(output=config.output)
+        self._source: Source | None = None
+        self._sink: Sink | None = None
+        self._ledger: Ledger | None = None
+        self._columns: list[str] | None = None
+        self._done_ahead: set[Ident] = set()
+        self._in_doubt: set[Ident] = set()
+        self._retry_rows: set[Ident] | None = None
+        self._done_keys: set[str] | None = None
+
+    # ------------------------------------------------------------------ prepare
+
+    def prepare(self) -> None:
+        """Open the input and the output, and work out what is left to do."""
+        config = self.config
+        self._source = open_source(config.input, config.source)
+        self._columns = self._source.columns
+        self.mapper = VariableMapper(config.mapping)
+        if self._columns is not None:
+            try:
+                self.mapper.check_columns(self._columns)
+            except RowProblem as exc:
+                raise InputError(f"{config.input}: {exc}") from None
+            if config.key_column and config.key_column not in self._columns:
+                raise InputError(
+                    f"{config.input}: --key-column {config.key_column!r} is not a "
+                    f"column; the header has: {', '.join(self._columns)}"
+                )
+        self.fields = self._output_fields()
+        if config.key_column:
+            self._check_duplicate_keys()
+        sink = open_sink(config.output, self.fields)
+        self._sink = sink
+        identity = self._identity()
+        path = checkpoint_path(config.output)
+        if config.restart:
+            self._set_aside(path, sink)
+        if os.path.exists(path):
+            self._resume(path, identity, sink)
+        else:
+            if os.path.exists(sink.path) and os.path.getsize(sink.path) > 0:
+                raise UsageError(
+                    f"{sink.path} already exists and has no checkpoint beside it; "
+                    "choose another -o, or pass --restart to keep it under a new "
+                    "name and start over"
+                )
+            if config.retry_failed:
+                raise UsageError(
+                    f"--retry-failed: {config.output} has no earlier run to retry; "
+                    "run without --retry-failed first"
+                )
+            start = Watermark(row=config.offset)
+            self._ledger = Ledger.create(path, identity, start)
+            sink.create()
+            start.out_end = start.scan_from = sink.end
+            self._ledger.advance(start)
+
+    def _output_fields(self) -> tuple[str, ...]:
+        fields = list(RESULT_FIELDS)
+        if self.config.key_column:
+            fields.insert(1, "key")
+        if not self.config.include_input:
+            return tuple(fields)
+        if self._columns is None:
+            return ("input", *fields)
+        taken = set(fields)
+        named = [f"input_{name}" if name in taken else name for name in self._columns]
+        return (*named, *fields)
+
+    def _identity(self) -> dict[str, Any]:
+        config = self.config
+        source = config.source
+        return {
+            "input": None
+            if config.key_column
+            else checkpoint.fingerprint(config.input),
+            "base_url": config.target.base_url,
+            "org": config.target.org,
+            "flow": config.target.flow,
+            "mapping": config.mapping.describe(),
+            "key_column": config.key_column,
+            "fields": list(self.fields),
+            "source": {
+                "format": source.format,
+                "encoding": source.encoding,
+                "delimiter": source.delimiter,
+                "sheet": source.sheet,
+                "offset": config.offset,
+            },
+        }
+
+    def _set_aside(self, path: str, sink: Sink) -> None:
+        """--restart: keep the old output and checkpoint under new names."""
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        for old in {sink.path, self.config.output, path}:
+            if os.path.exists(old):
+                root, ext = os.path.splitext(old)
+                new = f"{root}.before-{stamp}{ext}"
+                os.replace(old, new)
+                self.events.notice(f"kept the previous {old} as {new}")
+
+    def _resume(self, path: str, identity: dict[str, Any], sink: Sink) -> None:
+        state = checkpoint.load(path)
+        change = checkpoint.describe_change(state.identity, identity)
+        if change:
+            raise CheckpointError(
+                f"{self.config.output} belongs to a different run: {change} "
+                "changed since it was started; run with the same input and options "
+                "to resume, or pass --restart to start over (the old output is kept)"
+            )
+        self.summary.resumed = True
+        mark = state.watermark
+        if not os.path.exists(sink.path):
+            if mark.row > self.config.offset or mark.out_end > 0:
+                raise CheckpointError(
+                    f"{sink.path} is missing but its checkpoint says rows are done; "
+                    "put the output back, or pass --restart to start over"
+                )
+            sink.create()
+            mark.out_end = mark.scan_from = sink.end
+        header_end = len(sink.header())
+        full = self.config.retry_failed or self.config.key_column is not None
+        starts = [mark.scan_from, *state.outstanding.values()]
+        scan_from = header_end if full else max(header_end, min(starts))
+        if scan_from > os.path.getsize(sink.path):
+            raise CheckpointError(
+                f"{sink.path} is shorter than its checkpoint says; it was changed "
+                "outside batchrun: pass --restart to start over"
+            )
+        last_at: dict[Ident, int] = {}
+        last_status: dict[Ident, str] = {}
+        end = scan_from
+        for record in sink.scan(scan_from):
+            ident: Ident = (
+                record.fields["key"] if self.config.key_column else record.row
+            )
+            last_at[ident] = record.offset
+            if full:
+                last_status[ident] = record.status
+            elif record.row > mark.row:
+                self._done_ahead.add(ident)
+            end = record.end
+        if end < os.path.getsize(sink.path):
+            self.events.notice(
+                f"cut a torn last record from {sink.path} (bytes {end} on); "
+                "its row will be sent again"
+            )
+        sink.reopen(end)
+        for ident, out in state.outstanding.items():
+            if last_at.get(ident, -1) < out:
+                self._in_doubt.add(ident)
+        self._ledger = Ledger.resume(path, state)
+        if self.config.key_column:
+            self._done_keys = {
+                str(k) for k, status in last_status.items() if status != "failed"
+            }
+            if not self.config.retry_failed:
+                self._done_keys.update(
+                    str(k) for k, s in last_status.items() if s == "failed"
+                )
+            self._done_keys -= {str(k) for k in self._in_doubt}
+        elif self.config.retry_failed:
+            self._retry_rows = {
+                ident for ident, status in last_status.items() if status == "failed"
+            }
+        self.summary.totals = dict(mark.counts)
+
+    def _check_duplicate_keys(self) -> None:
+        """--key-column: report duplicate keys before anything is sent."""
+        key = self.config.key_column
+        assert key is not None
+        seen: dict[str, int] = {}
+        duplicates: list[str] = []
+        with open_source(self.config.input, self.config.source) as source:
+            for batch in source.batches():
+                for row in batch:
+                    if row.values is None:
+                        continue
+                    value = _key_text(row.values.get(key))
+                    if value in seen and len(duplicates) < 5:
+                        duplicates.append(
+                            f"{value!r} on lines {seen[value]} and {row.line}"
+                        )
+                    seen.setdefault(value, row.line)
+        if duplicates:
+            raise InputError(
+                f"{self.config.input}: --key-column {key} has duplicate keys: "
+                f"{'; '.join(duplicates)}; make the keys unique or use row numbers"
+            )
+
+    # --------------------------------------------------------------------- run
+
+    def run(self) -> Summary:
+        """Execute the batch; return the summary (also on interruption)."""
+        if self._ledger is None:
+            self.prepare()
+        try:
+            return asyncio.run(self._main())
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        for resource in (self._source, self._sink, self._ledger):
+            if resource is not None:
+                resource.close()
+        self.events.close()
+
+    async def _main(self) -> Summary:
+        config = self.config
+        assert self._sink is not None and self._ledger is not None
+        self._loop = asyncio.get_running_loop()
+        self._started = time.monotonic()
+        self._queue: asyncio.Queue[Job | None] = asyncio.Queue(
+            maxsize=config.concurrency * 2 + 64
+        )
+        self._pending: list[tuple[Row, Ident, list[Any], str]] = []
+        self._flush_wanted = asyncio.Event()
+        self._stopping = False
+        self._fatal: str | None = None
+        self._positions: dict[int, tuple[int, int | None]] = {}
+        self._recorded_ahead: dict[int, int] = {}
+        self._ahead_heap: list[tuple[int, int]] = []
+        self._fed_all = False
+        self._closing = False
+        self._write_error: BatchrunError | None = None
+        self._finished = 0
+        self._failure_streak = 0
+        self._streak_errors: collections.Counter[str] = collections.Counter()
+        self.policy = RetryPolicy(config.max_attempts, config.max_retry_wait)
+        self.limiter = RateLimiter(config.rate, burst=config.burst)
+        mark = self._ledger.watermark
+        done = sum(mark.counts.values())
+        self.events.start(done, self._estimate_total())
+        signals = self._install_signals()
+        try:
+            async with FlowClient(
+                config.target.url,
+                config.token,
+                concurrency=config.concurrency,
+                connect_timeout=config.connect_timeout,
+                read_timeout=config.read_timeout,
+                ca_bundle=config.ca_bundle,
+            ) as client:
+                self._client = client
+                await self._execute()
+        finally:
+            for sig in signals:
+                self._loop.remove_signal_handler(sig)
+        return self._finish()
+
+    async def _execute(self) -> None:
+        flusher = asyncio.create_task(self._flusher())
+        feeder = asyncio.create_task(self._feeder())
+        workers = [
+            asyncio.create_task(self._worker()) for _ in range(self.config.concurrency)
+        ]
+        self._workers = workers
+        try:
+            await feeder
+            await asyncio.gather(*workers, return_exceptions=False)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            for task in (feeder, *workers):
+                task.cancel()
+            await asyncio.gather(feeder, *workers, return_exceptions=True)
+            self._closing = True
+            self._flush_wanted.set()
+            await asyncio.gather(flusher, return_exceptions=True)
+            if self._write_error is not None:
+                raise self._write_error
+            self._flush()
+
+    # ------------------------------------------------------------------ feeder
+
+    async def _feeder(self) -> None:
+        try:
+            await self._feed()
+        finally:
+            self._fed_all = not self._stopping
+            if not self._stopping:
+                for _ in self._workers:
+                    await self._queue.put(None)
+
+    async def _feed(self) -> None:
+        assert self._source is not None and self._ledger is not None
+        config = self.config
+        mark = self._ledger.watermark
+        last = config.offset + config.limit if config.limit is not None else None
+        start = None
+        if mark.row and self._retry_rows is None:
+            start = Position(mark.row, mark.line, mark.offset)
+        batches = self._source.batches(start)
+        while not self._stopping:
+            batch = await asyncio.to_thread(next, batches, None)
+            if batch is None:
+                return
+            for row in batch:
+                if self._stopping:
+                    return
+                if last is not None and row.number > last:
+                    return
+                if row.number <= mark.row and self._retry_rows is None:
+                    continue
+                self.summary.read += 1
+                job = self._plan(row)
+                if job is not None:
+                    await self._queue.put(job)
+
+    def _plan(self, row: Row) -> Job | None:
+        """Decide what a row needs; return a Job if it must be sent."""
+        config = self.config
+        assert self._ledger is not None
+        if self._retry_rows is None:
+            self._positions[row.number] = (row.line, row.offset)
+        ident: Ident = row.number
+        if config.key_column and row.values is not None:
+            ident = _key_text(row.values.get(config.key_column))
+        if ident in self._done_ahead or (
+            self._done_keys is not None and ident in self._done_keys
+        ):
+            self._skip(row)
+            return None
+        if self._retry_rows is not None and ident not in self._retry_rows:
+            if ident not in self._in_doubt:
+                self._skip(row)
+                return None
+        if row.values is None:
+            self._record(row, ident, "invalid", error=row.error)
+            return None
+        if config.key_column and ident in ("", None):
+            self._record(row, ident, "invalid", error=f"empty {config.key_column}")
+            return None
+        row_id = self._row_id(ident)
+        try:
+            variables = self.mapper.variables(row.values, row_id)
+            body = encode_body(variables)
+        except RowProblem as exc:
+            self._record(row, ident, "invalid", error=f"line {row.line}: {exc}")
+            return None
+        resent = ident in self._in_doubt
+        if resent:
+            self.summary.in_doubt += 1
+            if config.in_doubt == "skip":
+                self._ledger.released(ident)
+                self._record(
+                    row,
+                    ident,
+                    "unknown",
+                    error="sent before an interruption and never answered; the "
+                    "flow may have run: check it by hand",
+                )
+                return None
+            self.summary.resent += 1
+        return Job(row, ident, body, row_id, resent)
+
+    def _skip(self, row: Row) -> None:
+        self.summary.skipped_done += 1
+        if self._retry_rows is None:
+            self._mark_recorded(row.number, -1)
+
+    def _row_id(self, ident: Ident) -> str:
+        assert self._ledger is not None
+        if isinstance(ident, int):
+            return f"{self._ledger.run_id}-{ident}"
+        digest = hashlib.sha256(ident.encode("utf-8")).hexdigest()[:24]
+        return f"{self._ledger.run_id}-k{digest}"
+
+    # ----------------------------------------------------------------- workers
+
+    async def _worker(self) -> None:
+        queue = self._queue
+        while True:
+            job = await queue.get()
+            if job is None or self._stopping:
+                return
+            await self._send(job)
+
+    async def _send(self, job: Job) -> None:
+        assert self._ledger is not None and self._sink is not None
+        ledger, limiter = self._ledger, self.limiter
+        attempts = 0
+        started_at = ""
+        began = time.monotonic()
+        while True:
+            await limiter.acquire()
+            if self._stopping:
+                return
+            ledger.dispatched(job.ident, self._sink.end)
+            attempts += 1
+            if attempts == 1:
+                started_at = utc_now()
+                began = time.monotonic()
+            else:
+                self.summary.retries += 1
+            self.summary.requests += 1
+            outcome = await self._client.execute(job.body, job.row_id)
+            kind = outcome.kind
+            if kind is Kind.SUCCEEDED:
+                self._done(job, "succeeded", outcome, attempts, started_at, began)
+                return
+            if kind is Kind.IN_DOUBT:
+                if not self.config.resend_in_doubt:
+                    self._done(job, "unknown", outcome, attempts, started_at, began)
+                    return
+            else:
+                ledger.released(job.ident)
+            if kind is Kind.FATAL:
+                self._abort(outcome.error or "the service refused the run")
+                return
+            if kind is Kind.REJECTED:
+                self._done(job, "failed", outcome, attempts, started_at, began)
+                return
+            delay = self._retry_delay(outcome, attempts)
+            if delay is None:
+                status = "unknown" if kind is Kind.IN_DOUBT else "failed"
+                self._done(job, status, outcome, attempts, started_at, began)
+                return
+            if self._stopping:
+                return
+            await asyncio.sleep(delay)
+
+    def _retry_delay(self, outcome: Outcome, attempts: int) -> float | None:
+        """Seconds before the next attempt, or None to give up on the row."""
+        asked = parse_retry_after(outcome.retry_after)
+        if outcome.status == 429:
+            self.limiter.throttled()
+        if asked is not None:
+            if asked > self.config.max_retry_wait:
+                outcome.error = (
+                    f"{outcome.error}; the service asked to wait {asked:.0f} s, more "
+                    f"than --max-retry-wait {self.config.max_retry_wait:g} s"
+                )
+                return None
+            self.limiter.pause_until(time.monotonic() + asked)
+        if not self.policy.can_retry(attempts):
+            if attempts > 1:
+                outcome.error = f"{outcome.error} (after {attempts} attempts)"
+            return None
+        return self.policy.wait(attempts, asked)
+
+    def _done(
+        self,
+        job: Job,
+        status: str,
+        outcome: Outcome,
+        attempts: int,
+        started_at: str,
+        began: float,
+    ) -> None:
+        latency = round((time.monotonic() - began) * 1000)
+        self._record(
+            job.row,
+            job.ident,
+            status,
+            http_status=outcome.status,
+            session_id=outcome.session_id,
+            error=outcome.error,
+            attempts=attempts,
+            resent=job.resent,
+            started_at=started_at,
+            latency_ms=latency,
+            row_id=job.row_id,
+        )
+        if status == "failed":
+            self._failure_streak += 1
+            self._streak_errors[_error_kind(outcome.error)] += 1
+            if self._failure_streak >= self.config.max_consecutive_failures:
+                common, count = self._streak_errors.most_common(1)[0]
+                self._abort(
+                    f"{self._failure_streak} rows failed in a row (most common "
+                    f"error, {count} times: {common}); fix the cause and run the "
+                    "same command to resume"
+                )
+        elif status == "succeeded":
+            self._failure_streak = 0
+            self._streak_errors.clear()
+
+    def _abort(self, reason: str) -> None:
+        if self.summary.aborted is None:
+            self.summary.aborted = reason
+            self.events.notice(f"stopping: {reason}")
+        self._stop()
+
+    # ------------------------------------------------------------------ record
+
+    def _record(
+        self,
+        row: Row,
+        ident: Ident,
+        status: str,
+        *,
+        http_status: int | None = None,
+        session_id: str | None = None,
+        error: str | None = None,
+        attempts: int = 0,
+        resent: bool = False,
+        started_at: str | None = None,
+        latency_ms: int | None = None,
+        row_id: str | None = None,
+    ) -> None:
+        result: dict[str, Any] = {
+            "row": row.number,
+            "key": ident if self.config.key_column else None,
+            "status": status,
+            "http_status": http_status,
+            "session_id": session_id,
+            "error": error,
+            "attempts": attempts,
+            "resent": resent,
+            "started_at": started_at,
+            "latency_ms": latency_ms,
+            "row_id": row_id,
+        }
+        values = row.values or {}
+        record: list[Any] = []
+        for name in self.fields:
+            if name in result:
+                record.append(result[name])
+            elif name == "input":
+                record.append(json.dumps(values, ensure_ascii=False) if values else "")
+            else:
+                column = name[6:] if name.startswith("input_") else name
+                record.append(values.get(column, values.get(name)))
+        self._pending.append((row, ident, record, status))
+        if len(self._pending) >= FLUSH_RECORDS:
+            self._flush_wanted.set()
+
+    async def _flusher(self) -> None:
+        while not self._closing:
+            try:
+                await asyncio.wait_for(self._flush_wanted.wait(), FLUSH_INTERVAL)
+            except TimeoutError:
+                pass
+            self._flush_wanted.clear()
+            try:
+                self._flush()
+            except BatchrunError as exc:  # disk full, output removed, ...
+                self._write_error = exc
+                self._abort(str(exc))
+                return
+
+    def _flush(self) -> None:
+        """Append pending records, then advance the watermark, then report."""
+        if not self._pending:
+            return
+        assert self._sink is not None and self._ledger is not None
+        pending, self._pending = self._pending, []
+        sink, ledger = self._sink, self._ledger
+        offset = sink.end
+        try:
+            sink.append(sink.encode([record for _, _, record, _ in pending]))
+        except Exception:
+            self._pending = pending + self._pending
+            raise
+        counts = ledger.watermark.counts
+        summary = self.summary
+        for row, ident, _, status in pending:
+            ledger.recorded(ident)
+            counts[status] = counts.get(status, 0) + 1
+            setattr(summary, status, getattr(summary, status) + 1)
+            if self._retry_rows is not None:
+                counts["failed"] = counts.get("failed", 1) - 1
+            else:
+                self._mark_recorded(row.number, offset)
+            self._finished += 1
+        self._settle(sink.end)
+        summary.totals = dict(counts)
+        self.events.progress({status: getattr(summary, status) for status in STATUSES})
+
+    def _mark_recorded(self, number: int, offset: int) -> None:
+        self._recorded_ahead[number] = offset
+        if offset >= 0:
+            heapq.heappush(self._ahead_heap, (offset, number))
+
+    def _settle(self, out_end: int) -> None:
+        """Move the watermark over every row that now has its record."""
+        assert self._ledger is not None
+        ledger = self._ledger
+        mark = ledger.watermark
+        row, line, offset = mark.row, mark.line, mark.offset
+        ahead = self._recorded_ahead
+        positions = self._positions
+        while row + 1 in ahead:
+            row += 1
+            del ahead[row]
+            position = positions.pop(row, None)
+            if position is not None:
+                line, offset = position
+        heap = self._ahead_heap
+        while heap and heap[0][1] <= row:
+            heapq.heappop(heap)
+        scan_from = heap[0][0] if heap else out_end
+        ledger.advance(
+            Watermark(row, line, offset, scan_from, out_end, dict(mark.counts))
+        )
+
+    # -------------------------------------------------------------------- stop
+
+    def _install_signals(self) -> list[int]:
+        installed = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._loop.add_signal_handler(sig, self._on_signal, sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                continue
+            installed.append(sig)
+        return installed
+
+    def _on_signal(self, sig: int) -> None:
+        name = signal.Signals(sig).name
+        if self.summary.interrupted:
+            self.events.notice(f"{name} again: stopping now")
+            for task in self._workers:
+                task.cancel()
+            return
+        self.summary.interrupted = True
+        self.events.notice(
+            f"{name}: finishing the requests in flight (up to {self.config.grace:g} "
+            "s; press Ctrl-C again to stop now)"
+        )
+        self._stop()
+        self._loop.call_later(self.config.grace, self._cancel_workers)
+
+    def _cancel_workers(self) -> None:
+        for task in self._workers:
+            task.cancel()
+
+    def _stop(self) -> None:
+        """Take no new rows; rows not yet sent stay for the next run."""
+        if self._stopping:
+            return
+        self._stopping = True
+        # Drop the rows waiting to be sent, then wake every idle worker. The
+        # queue holds twice the workers, so the wake-ups always fit.
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        for _ in self._workers:
+            try:
+                self._queue.put_nowait(None)
+            except asyncio.QueueFull:
+                break
+
+    def _finish(self) -> Summary:
+        assert self._sink is not None and self._ledger is not None
+        summary = self.summary
+        summary.elapsed = time.monotonic() - self._started
+        summary.complete = not self._stopping and self._fed_all
+        self._sink.sync()
+        if summary.complete:
+            self._sink.finish()
+        if summary.aborted:
+            summary.exit_code = EXIT_ABORTED
+        elif summary.interrupted:
+            summary.exit_code = EXIT_INTERRUPTED
+        else:
+            totals = summary.totals
+            bad = sum(totals.get(status, 0) for status in STATUSES[1:])
+            summary.exit_code = EXIT_ROWS_FAILED if bad else EXIT_OK
+        return summary
+
+    # ------------------------------------------------------------------ totals
+
+    def _estimate_total(self) -> int | None:
+        """Rows in the input (for the progress bar's ETA), if cheap to know."""
+        config = self.config
+        path, fmt = config.input, self._source.format if self._source else ""
+        try:
+            if fmt == "parquet":
+                import pyarrow.parquet as pq
+
+                total = int(pq.ParquetFile(path).metadata.num_rows)
+            elif fmt in ("csv", "tsv", "jsonl") and path != "-":
+                if os.path.splitext(path)[1].lower() in (".gz", ".zst", ".bz2"):
+                    return None
+                total = _count_lines(path) - (1 if fmt != "jsonl" else 0)
+            else:
+                return None
+        except (OSError, ValueError):
+            return None
+        total -= config.offset
+        if config.limit is not None:
+            total = min(total, config.limit)
+        return max(total, 0)
+
+
+def _count_lines(path: str) -> int:
+    """Count lines fast (a quoted newline counts too, so this is an estimate)."""
+    count = 0
+    last = b"\n"
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            count += chunk.count(b"\n")
+            last = chunk[-1:]
+    return count + (last != b"\n")
+
+
+def _key_text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _error_kind(error: str | None) -> str:
+    """Group errors for the consecutive-failure message."""
+    return (error or "unknown error").split(" (after ")[0]
+
+
+def iter_records(sink: Sink) -> Iterator[dict[str, Any]]:
+    """Every record of an output, in file order."""
+    for record in sink.scan(len(sink.header())):
+        yield record.fields
+
+
+def run(config: RunConfig, events: Events | None = None) -> Summary:
+    """Run one batch; raise BatchrunError subclasses for usage and input errors."""
+    runner = Runner(config, events)
+    try:
+        runner.prepare()
+    except BaseException:
+        runner._close()
+        raise
+    return runner.run()
+
+
+__all__ = ["Events", "Runner", "Summary", "run"]
