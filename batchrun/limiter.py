@@ -26,10 +26,11 @@ from .config import Rate
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
-# The ceiling's window is stretched by this fraction so that small timing
-# jitter between here and the service never shows as an extra request in a
-# window there; it costs 0.4% of the throughput.
-WINDOW_MARGIN = 0.004
+# The ceiling's window is stretched by this fraction so that timing jitter
+# between here and the service (a late wake-up, a pause of either process)
+# never shows as an extra request in a window there; it costs at most 0.8%
+# of the configured rate.
+WINDOW_MARGIN = 0.008
 # How far behind schedule spacing may catch up after a late wake-up.
 CATCH_UP = 0.02
 SLOWDOWN = 0.5

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gc
 import hashlib
 import heapq
 import json
 import os
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -168,6 +170,7 @@ class Runner:
         self._in_doubt: set[Ident] = set()
         self._retry_rows: set[Ident] | None = None
         self._done_keys: set[str] | None = None
+        self._switch_interval: float | None = None
 
     # ------------------------------------------------------------------ prepare
 
@@ -387,6 +390,13 @@ class Runner:
         self._finished = 0
         self._failure_streak = 0
         self._streak_errors: collections.Counter[str] = collections.Counter()
+        if config.rate is not None:
+            # Keep sends on schedule: the reader thread may hold the GIL for
+            # at most half a millisecond, and the garbage collector skips
+            # the objects made during start-up.
+            self._switch_interval = sys.getswitchinterval()
+            sys.setswitchinterval(0.0005)
+        gc.freeze()
         self.policy = RetryPolicy(config.max_attempts, config.max_retry_wait)
         self.limiter = RateLimiter(config.rate, burst=config.burst)
         mark = self._ledger.watermark
@@ -407,6 +417,8 @@ class Runner:
         finally:
             for sig in signals:
                 self._loop.remove_signal_handler(sig)
+            if self._switch_interval is not None:
+                sys.setswitchinterval(self._switch_interval)
         return self._finish()
 
     async def _execute(self) -> None:
