@@ -242,11 +242,15 @@ def main() -> None:
 @option(
     "--restart",
     is_flag=True,
+    envvar=None,
+    show_envvar=False,
     help="Start over; the old output is kept under a new name.",
 )
 @option(
     "--retry-failed",
     is_flag=True,
+    envvar=None,
+    show_envvar=False,
     help="Send again only the rows whose last status is failed.",
 )
 @option(

@@ -22,7 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import WORK, make_csv, machine, run_batchrun, service  # noqa: E402
+from common import WORK, machine, make_csv, run_batchrun, service  # noqa: E402
 
 from batchrun.checkpoint import Watermark, load  # noqa: E402
 from batchrun.sinks import RESULT_FIELDS, open_sink  # noqa: E402
