@@ -9,6 +9,7 @@ visible to every user of the machine in the process list.
 
 from __future__ import annotations
 
+import codecs
 import os
 import shlex
 import sys
@@ -113,6 +114,59 @@ def resume_command() -> str:
     return shlex.join(["batchrun", *args])
 
 
+def input_options(function: F) -> F:
+    """The options that say how rows are read and become variables."""
+    decorators = [
+        option(
+            "--empty",
+            type=click.Choice(["text", "null", "omit"]),
+            default="text",
+            show_default=True,
+            help='Send an empty cell as "", as null, or leave the variable out.',
+        ),
+        option(
+            "--format",
+            "fmt",
+            help="Input format (csv, tsv, jsonl, parquet, xlsx) if not by extension.",
+        ),
+        option(
+            "--encoding",
+            help="Input text encoding, e.g. cp1252 (default: UTF-8, strictly).",
+        ),
+        option("--delimiter", help="CSV delimiter (default: detected)."),
+        option("--sheet", help="Excel sheet name (default: the first sheet)."),
+        option(
+            "--columns",
+            help="Send only these columns, e.g. --columns first_name,phone.",
+        ),
+        option(
+            "--rename",
+            multiple=True,
+            help="Send a column under another name: COLUMN=VARIABLE (repeatable).",
+        ),
+        option(
+            "--set",
+            "constants",
+            multiple=True,
+            help="Add a constant variable to every row: NAME=VALUE (repeatable).",
+        ),
+        option(
+            "--require",
+            help="Variables each row must have non-empty; other rows are invalid.",
+        ),
+        option("--row-id-var", help="Also send the row's stable id as this variable."),
+        option(
+            "--key-column",
+            help="Identify rows by this column instead of their position.",
+        ),
+        option("--limit", type=int, help="Process at most this many rows."),
+        option("--offset", type=int, default=0, help="Skip this many data rows first."),
+    ]
+    for decorator in reversed(decorators):
+        function = decorator(function)
+    return function
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="batchrun")
 def main() -> None:
@@ -130,16 +184,16 @@ def main() -> None:
 @option(
     "-o",
     "--output",
-    required=True,
+    required=False,
     help="Results file: .csv, .jsonl, .parquet or .xlsx.",
 )
 @option(
     "--base-url",
-    required=True,
+    required=False,
     help="The platform's API gateway, e.g. https://gw.example.com.",
 )
-@option("--org", required=True, help="Organisation id (a path segment).")
-@option("--flow", required=True, help="Flow id (a path segment).")
+@option("--org", help="Organisation id (a path segment).")
+@option("--flow", required=False, help="Flow id (a path segment).")
 @option(
     "--token-file",
     type=click.Path(dir_okay=False),
@@ -202,43 +256,7 @@ def main() -> None:
     is_flag=True,
     help="Put each row's input values in the output, before the result columns.",
 )
-@option(
-    "--empty",
-    type=click.Choice(["text", "null", "omit"]),
-    default="text",
-    show_default=True,
-    help='Send an empty cell as "", as null, or leave the variable out.',
-)
-@option(
-    "--format",
-    "fmt",
-    help="Input format (csv, tsv, jsonl, parquet, xlsx) if not by extension.",
-)
-@option(
-    "--encoding", help="Input text encoding, e.g. cp1252 (default: UTF-8, strictly)."
-)
-@option("--delimiter", help="CSV delimiter (default: detected).")
-@option("--sheet", help="Excel sheet name (default: the first sheet).")
-@option("--columns", help="Send only these columns, e.g. --columns first_name,phone.")
-@option(
-    "--rename",
-    multiple=True,
-    help="Send a column under another name: COLUMN=VARIABLE (repeatable).",
-)
-@option(
-    "--set",
-    "constants",
-    multiple=True,
-    help="Add a constant variable to every row: NAME=VALUE (repeatable).",
-)
-@option(
-    "--require",
-    help="Variables every row must carry non-empty; others are recorded invalid.",
-)
-@option("--row-id-var", help="Also send the row's stable id as this variable.")
-@option("--key-column", help="Identify rows by this column instead of their position.")
-@option("--limit", type=int, help="Process at most this many rows.")
-@option("--offset", type=int, default=0, help="Skip this many data rows first.")
+@input_options
 @option(
     "--restart",
     is_flag=True,
@@ -282,6 +300,13 @@ def main() -> None:
     is_flag=True,
     help="Allow plain http to hosts other than loopback.",
 )
+@option(
+    "--dry-run",
+    is_flag=True,
+    envvar=None,
+    show_envvar=False,
+    help="Check the input as `batchrun check` does; send nothing.",
+)
 @option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @option(
     "-v", "--verbose", is_flag=True, help="Show internal details of unexpected errors."
@@ -297,6 +322,23 @@ def run(input_path: str, **options: Any) -> None:
     from .runner import Runner
 
     verbose = options["verbose"]
+    if options["dry_run"]:
+        from .check import check_input
+
+        try:
+            source, mapping = build_reading(options)
+            code = check_input(
+                input_path,
+                source,
+                mapping,
+                key_column=options["key_column"],
+                limit=options["limit"],
+                offset=options["offset"],
+            )
+        except BatchrunError as error:
+            fail(error)
+            return
+        sys.exit(code)
     events = ConsoleEvents(quiet=options["quiet"])
     try:
         config = build_config(input_path, options)
@@ -325,22 +367,12 @@ def run(input_path: str, **options: Any) -> None:
     sys.exit(summary.exit_code)
 
 
-def build_config(input_path: str, o: dict[str, Any]) -> RunConfig:
-    """Validate the options and freeze them into a RunConfig."""
-    base_url = check_base_url(
-        o["base_url"], allow_insecure_http=o["allow_insecure_http"]
-    )
-    target = Target(
-        base_url,
-        check_path_segment("--org", o["org"]),
-        check_path_segment("--flow", o["flow"]),
-    )
+def build_reading(o: dict[str, Any]) -> tuple[SourceOptions, Mapping]:
+    """Validate the input and mapping options shared by `run` and `check`."""
     if o["limit"] is not None and o["limit"] < 1:
         raise UsageError("--limit must be at least 1")
     if o["offset"] < 0:
         raise UsageError("--offset must be 0 or more")
-    if o["grace"] < 0:
-        raise UsageError("--grace must be 0 or more seconds")
     mapping = Mapping(
         columns=split_list(o["columns"]),
         rename=parse_pairs("--rename", o["rename"]),
@@ -354,12 +386,7 @@ def build_config(input_path: str, o: dict[str, Any]) -> RunConfig:
         delimiter = {"\\t": "\t", "tab": "\t"}.get(delimiter, delimiter)
         if len(delimiter) != 1:
             raise UsageError("--delimiter must be one character (or 'tab')")
-    source = SourceOptions(
-        format=o["fmt"], encoding=o["encoding"], delimiter=delimiter, sheet=o["sheet"]
-    )
     if o["encoding"]:
-        import codecs
-
         try:
             codecs.lookup(o["encoding"])
         except LookupError:
@@ -367,6 +394,29 @@ def build_config(input_path: str, o: dict[str, Any]) -> RunConfig:
                 f"--encoding {o['encoding']!r} is not an encoding Python knows; "
                 "try utf-8, cp1252 or latin-1"
             ) from None
+    source = SourceOptions(
+        format=o["fmt"], encoding=o["encoding"], delimiter=delimiter, sheet=o["sheet"]
+    )
+    return source, mapping
+
+
+def build_config(input_path: str, o: dict[str, Any]) -> RunConfig:
+    """Validate the options and freeze them into a RunConfig."""
+    for name in ("output", "base_url", "org", "flow"):
+        if not o[name]:
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(f"missing {flag} (or set {env(name)})")
+    base_url = check_base_url(
+        o["base_url"], allow_insecure_http=o["allow_insecure_http"]
+    )
+    target = Target(
+        base_url,
+        check_path_segment("--org", o["org"]),
+        check_path_segment("--flow", o["flow"]),
+    )
+    if o["grace"] < 0:
+        raise UsageError("--grace must be 0 or more seconds")
+    source, mapping = build_reading(o)
     return RunConfig(
         input=input_path,
         output=o["output"],
@@ -393,6 +443,39 @@ def build_config(input_path: str, o: dict[str, Any]) -> RunConfig:
         offset=o["offset"],
         ca_bundle=o["ca_bundle"],
     )
+
+
+@main.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
+@input_options
+@option(
+    "--show", type=int, default=3, show_default=True, help="Variable maps to print."
+)
+def check(input_path: str, **options: Any) -> None:
+    """Dry run: read INPUT as `run` would, send nothing, report problems.
+
+    Prints the row count, the columns and the variables they become, the
+    first variable maps exactly as they would be sent, and every problem
+    found. Exit codes: 0 clean, 1 some rows have problems, 2 the file cannot
+    be used.
+    """
+    from .check import check_input
+
+    try:
+        source, mapping = build_reading(options)
+        code = check_input(
+            input_path,
+            source,
+            mapping,
+            key_column=options["key_column"],
+            limit=options["limit"],
+            offset=options["offset"],
+            show=options["show"],
+        )
+    except BatchrunError as error:
+        fail(error)
+        return
+    sys.exit(code)
 
 
 def print_summary(summary: Any) -> None:

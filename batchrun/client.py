@@ -26,7 +26,7 @@ from .config import Secret
 
 ERROR_LIMIT = 200
 BODY_LIMIT = 64 * 1024
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 FATAL_STATUSES = frozenset({401, 404})
 
 
