@@ -197,6 +197,10 @@ class Ledger:
         if self._size > COMPACT_BYTES:
             self._rewrite()
 
+    def compact(self) -> None:
+        """Rewrite the file with only what is still needed."""
+        self._rewrite()
+
     def close(self) -> None:
         """Close the file; safe to call twice."""
         if self._fd is not None:

@@ -499,7 +499,9 @@ def print_summary(summary: Any) -> None:
     if extra:
         lines.append("  " + "; ".join(extra))
     if s.resumed and s.totals:
-        totals = ", ".join(f"{n:,} {status}" for status, n in sorted(s.totals.items()))
+        totals = ", ".join(
+            f"{n:,} {status}" for status, n in sorted(s.totals.items()) if n
+        )
         lines.append(f"  whole output so far: {totals}")
     lines.append(f"  output: {s.output}")
     if s.aborted:

@@ -70,6 +70,10 @@ class ConsoleEvents(Events):
         else:
             print(f"batchrun: {message}", file=self.stream, flush=True)
 
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            self.notice(message)
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()

@@ -130,6 +130,9 @@ class Events:
     def notice(self, message: str) -> None:
         """A one-line message for the person running the batch."""
 
+    def info(self, message: str) -> None:
+        """A one-line detail worth showing unless asked to be quiet."""
+
     def close(self) -> None:
         """The run is over."""
 
@@ -171,6 +174,7 @@ class Runner:
         self._retry_rows: set[Ident] | None = None
         self._done_keys: set[str] | None = None
         self._switch_interval: float | None = None
+        self._rerecorded: set[Ident] = set()
 
     # ------------------------------------------------------------------ prepare
 
@@ -286,7 +290,10 @@ class Runner:
         full = self.config.retry_failed or self.config.key_column is not None
         starts = [mark.scan_from, *state.outstanding.values()]
         scan_from = header_end if full else max(header_end, min(starts))
-        if scan_from > os.path.getsize(sink.path):
+        size = os.path.getsize(sink.path)
+        if scan_from > size and not state.outstanding:
+            scan_from = size  # compacted after --retry-failed; nothing to scan
+        if scan_from > size:
             raise CheckpointError(
                 f"{sink.path} is shorter than its checkpoint says; it was changed "
                 "outside batchrun: pass --restart to start over"
@@ -402,6 +409,13 @@ class Runner:
         mark = self._ledger.watermark
         done = sum(mark.counts.values())
         self.events.start(done, self._estimate_total())
+        self.events.info(
+            f"running flow {config.target.flow} of {config.target.org} at "
+            f"{config.target.base_url}: concurrency {config.concurrency}, rate "
+            f"{config.rate or 'unlimited'}, timeouts {config.connect_timeout:g} s "
+            f"connect / {config.read_timeout:g} s read, up to "
+            f"{config.max_attempts} attempts per row"
+        )
         signals = self._install_signals()
         try:
             async with FlowClient(
@@ -734,6 +748,7 @@ class Runner:
             setattr(summary, status, getattr(summary, status) + 1)
             if self._retry_rows is not None:
                 counts["failed"] = counts.get("failed", 1) - 1
+                self._rerecorded.add(ident)
             else:
                 self._mark_recorded(row.number, offset)
             self._finished += 1
@@ -819,6 +834,8 @@ class Runner:
         summary = self.summary
         summary.elapsed = time.monotonic() - self._started
         summary.complete = not self._stopping and self._fed_all
+        if summary.complete and self._rerecorded:
+            self._compact()
         self._sink.sync()
         if summary.complete:
             self._sink.finish()
@@ -831,6 +848,46 @@ class Runner:
             bad = sum(totals.get(status, 0) for status in STATUSES[1:])
             summary.exit_code = EXIT_ROWS_FAILED if bad else EXIT_OK
         return summary
+
+    def _compact(self) -> None:
+        """Keep only the newest record of rows recorded again (--retry-failed).
+
+        The compacted output replaces the old one atomically, then the
+        checkpoint is rewritten to match; a crash between the two leaves a
+        checkpoint whose offsets lie past the end of the output, which a
+        resume with nothing outstanding accepts.
+        """
+        assert self._sink is not None and self._ledger is not None
+        sink, ledger = self._sink, self._ledger
+        key = self.config.key_column is not None
+        header = sink.header()
+        newest: dict[Ident, int] = {}
+        for record in sink.scan(len(header)):
+            ident = record.fields["key"] if key else record.row
+            if ident in self._rerecorded:
+                newest[ident] = record.offset
+        temporary = sink.path + ".compact"
+        with open(sink.path, "rb") as source, open(temporary, "wb") as target:
+            target.write(header)
+            for record in sink.scan(len(header)):
+                ident = record.fields["key"] if key else record.row
+                if ident in newest and newest[ident] != record.offset:
+                    continue
+                source.seek(record.offset)
+                target.write(source.read(record.end - record.offset))
+            target.flush()
+            os.fsync(target.fileno())
+            size = target.tell()
+        sink.close()
+        os.replace(temporary, sink.path)
+        sink.reopen(size)
+        mark = ledger.watermark
+        ledger.outstanding.clear()
+        ledger.watermark = Watermark(
+            mark.row, mark.line, mark.offset, size, size, dict(mark.counts)
+        )
+        ledger.compact()
+        self._rerecorded.clear()
 
     # ------------------------------------------------------------------ totals
 
