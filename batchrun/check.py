@@ -48,6 +48,7 @@ def check_input(
             extra += 1
 
     with open_source(path, options) as source:
+        source.check()
         columns = source.columns
         if columns is not None:
             try:

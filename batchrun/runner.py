@@ -182,6 +182,7 @@ class Runner:
         """Open the input and the output, and work out what is left to do."""
         config = self.config
         self._source = open_source(config.input, config.source)
+        self._source.check()
         self._columns = self._source.columns
         self.mapper = VariableMapper(config.mapping)
         if self._columns is not None:
@@ -217,23 +218,57 @@ class Runner:
                     f"--retry-failed: {config.output} has no earlier run to retry; "
                     "run without --retry-failed first"
                 )
-            start = Watermark(row=config.offset)
-            self._ledger = Ledger.create(path, identity, start)
-            sink.create()
-            start.out_end = start.scan_from = sink.end
-            self._ledger.advance(start)
+            self._start_new(path, identity, sink)
+
+    def _start_new(self, path: str, identity: dict[str, Any], sink: Sink) -> None:
+        start = Watermark(row=self.config.offset)
+        self._ledger = Ledger.create(path, identity, start)
+        sink.create()
+        start.out_end = start.scan_from = sink.end
+        self._ledger.advance(start)
+
+    @staticmethod
+    def _nothing_done(state: checkpoint.LedgerState, sink: Sink) -> bool:
+        """True if a checkpoint's run sent nothing and recorded nothing."""
+        if state.outstanding or any(state.watermark.counts.values()):
+            return False
+        if not os.path.exists(sink.path):
+            return True
+        return os.path.getsize(sink.path) <= len(sink.header())
 
     def _output_fields(self) -> tuple[str, ...]:
-        fields = list(RESULT_FIELDS)
+        """The output's columns; also plans where each value comes from.
+
+        With --include-input the input's columns come first; one whose name
+        is taken by a result column (or by another renamed column) gets an
+        ``input_`` prefix until it is unique. Headerless input (JSON Lines)
+        goes in one ``input`` column as JSON.
+        """
+        results = list(RESULT_FIELDS)
         if self.config.key_column:
-            fields.insert(1, "key")
+            results.insert(1, "key")
+        self._plan_fields: list[tuple[str, str]] = [("result", n) for n in results]
         if not self.config.include_input:
-            return tuple(fields)
+            return tuple(results)
+        taken = set(results)
+        inputs: list[tuple[str, str]] = []
         if self._columns is None:
-            return ("input", *fields)
-        taken = set(fields)
-        named = [f"input_{name}" if name in taken else name for name in self._columns]
-        return (*named, *fields)
+            name = "input"
+            while name in taken:
+                name = "input_" + name
+            inputs.append(("json", name))
+            names = [name]
+        else:
+            names = []
+            for column in self._columns:
+                name = column
+                while name in taken:
+                    name = "input_" + name
+                taken.add(name)
+                names.append(name)
+                inputs.append(("input", column))
+        self._plan_fields = inputs + self._plan_fields
+        return (*names, *results)
 
     def _identity(self) -> dict[str, Any]:
         config = self.config
@@ -270,6 +305,16 @@ class Runner:
     def _resume(self, path: str, identity: dict[str, Any], sink: Sink) -> None:
         state = checkpoint.load(path)
         change = checkpoint.describe_change(state.identity, identity)
+        if change and self._nothing_done(state, sink):
+            self.events.notice(
+                f"the earlier run of {self.config.output} recorded nothing; "
+                "starting afresh with the new options"
+            )
+            os.remove(path)
+            if os.path.exists(sink.path):
+                os.remove(sink.path)
+            self._start_new(path, identity, sink)
+            return
         if change:
             raise CheckpointError(
                 f"{self.config.output} belongs to a different run: {change} "
@@ -463,6 +508,10 @@ class Runner:
     async def _feeder(self) -> None:
         try:
             await self._feed()
+        except BatchrunError as exc:
+            # A problem found part-way through the file: requests in flight
+            # finish and are recorded; the rest waits for a fixed input.
+            self._abort(str(exc))
         finally:
             self._fed_all = not self._stopping
             if not self._stopping:
@@ -701,14 +750,13 @@ class Runner:
         }
         values = row.values or {}
         record: list[Any] = []
-        for name in self.fields:
-            if name in result:
+        for kind, name in self._plan_fields:
+            if kind == "result":
                 record.append(result[name])
-            elif name == "input":
-                record.append(json.dumps(values, ensure_ascii=False) if values else "")
+            elif kind == "input":
+                record.append(values.get(name))
             else:
-                column = name[6:] if name.startswith("input_") else name
-                record.append(values.get(column, values.get(name)))
+                record.append(json.dumps(values, ensure_ascii=False) if values else "")
         self._pending.append((row, ident, record, status))
         if len(self._pending) >= FLUSH_RECORDS:
             self._flush_wanted.set()

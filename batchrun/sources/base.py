@@ -55,6 +55,12 @@ class Source(abc.ABC):
         still carrying their true number and line.
         """
 
+    def check(self) -> None:  # noqa: B027
+        """Check the whole file can be read (its encoding, for text formats).
+
+        Called once before a run sends anything; raises InputError.
+        """
+
     def close(self) -> None:  # noqa: B027
         """Release the file handle; safe to call twice."""
 

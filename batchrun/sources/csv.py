@@ -122,6 +122,11 @@ class CsvSource(Source):
         finally:
             textio.close_raw(current.stream)
 
+    def check(self) -> None:
+        textio.check_decodable(
+            self.path, self.codec, user_encoding=self.options.encoding is not None
+        )
+
     def close(self) -> None:
         if self._pending is not None:
             textio.close_raw(self._pending.stream)

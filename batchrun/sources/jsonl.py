@@ -80,6 +80,11 @@ class JsonlSource(Source):
         self.codec = textio.codec_name(options.encoding)
         self._used = False
 
+    def check(self) -> None:
+        textio.check_decodable(
+            self.path, self.codec, user_encoding=self.options.encoding is not None
+        )
+
     def batches(self, start: Position | None = None) -> Iterator[list[Row]]:
         """Yield row batches, seeking to ``start.offset`` when the file allows."""
         if self.path == "-" and self._used:

@@ -129,6 +129,9 @@ def splits_on_newline_byte(codec: str) -> bool:
     return "\n".encode(codec) == b"\n" and "\r".encode(codec) == b"\r"
 
 
+CHECK_BLOCK = 4 * 1024 * 1024
+
+
 class Lines:
     """The decoded lines of a binary stream, in chunks, with their byte offsets.
 
@@ -244,3 +247,32 @@ class Lines:
         if self._user_encoding:
             return "check --encoding (for example --encoding cp1252)"
         return "pass the file's encoding, for example --encoding cp1252"
+
+
+def check_decodable(path: str, codec: str, *, user_encoding: bool) -> None:
+    """Raise InputError, naming the line and byte, if the file does not decode.
+
+    Run before anything is sent, so a file in the wrong encoding stops the
+    run at once instead of part-way through. It decodes large blocks (fast);
+    only on a failure does it walk the lines again to say where.
+    """
+    if path == "-":
+        return  # standard input can be read once only; checked as it is read
+    decoder = codecs.getincrementaldecoder(codec)()
+    stream, _ = open_raw(path)
+    try:
+        while block := stream.read(CHECK_BLOCK):
+            decoder.decode(block)
+        decoder.decode(b"", final=True)
+        return
+    except UnicodeDecodeError:
+        pass
+    finally:
+        close_raw(stream)
+    stream, _ = open_raw(path)
+    try:
+        for _ in Lines(path, stream, codec, user_encoding=user_encoding).chunks():
+            pass
+    finally:
+        close_raw(stream)
+    raise InputError(f"{path}: is not valid {codec}; check --encoding")
