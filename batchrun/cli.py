@@ -496,6 +496,11 @@ def print_summary(summary: Any) -> None:
         )
     if s.retries:
         extra.append(f"{s.retries:,} retries")
+    if s.lost_answers:
+        extra.append(
+            f"{s.lost_answers:,} answers lost after the request was sent (read "
+            "timeout or dropped connection: the flow may have run)"
+        )
     if extra:
         lines.append("  " + "; ".join(extra))
     if s.resumed and s.totals:

@@ -9,9 +9,11 @@ Three rules decide when the next request may go:
   event loop's timing does to the spacing.
 * pause: a Retry-After answer holds every request until the time it named.
 
-On 429 answers the spacing widens (halves the rate, at most once a second) and
-recovers slowly after a quiet spell, so a run whose rate is too high converges
-on what the service allows. The clock and sleep are injected for tests.
+When 429 answers become frequent (half of the recent answers or more)
+the spacing widens (the rate halves, at most once a second) and recovers
+slowly after a quiet spell, so a run whose rate is too high converges on what
+the service allows. A stray 429 only pauses for its Retry-After. The clock
+and sleep are injected for tests.
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ SLOWDOWN_COOLDOWN = 1.0
 RECOVERY = 1.1
 QUIET_SPELL = 5.0
 MIN_RATE = 0.1
+# Slow down only when this share of the last RECENT answers were 429s (and
+# at least MIN_ANSWERS were seen): a stray 429 only pauses for Retry-After.
+THROTTLE_SHARE = 0.5
+RECENT = 20
+MIN_ANSWERS = 8
 
 
 class RateLimiter:
@@ -67,6 +74,7 @@ class RateLimiter:
         self._adapted: Rate | None = None  # rate learned when none was given
         self._last_throttle = -1e18
         self._last_recovery = -1e18
+        self._recent: collections.deque[bool] = collections.deque(maxlen=RECENT)
         self._second = 0
         self._sent_this_second = 0
         self._sent_last_second = 0
@@ -127,8 +135,16 @@ class RateLimiter:
         """Hold every request until the monotonic time ``when``."""
         self._paused_until = max(self._paused_until, when)
 
+    def answered(self, throttled: bool) -> None:
+        """Note an answer; slow down if 429s have become frequent."""
+        self._recent.append(throttled)
+        if throttled:
+            share = sum(self._recent) / len(self._recent)
+            if len(self._recent) >= MIN_ANSWERS and share >= THROTTLE_SHARE:
+                self.throttled()
+
     def throttled(self) -> None:
-        """Note a 429 answer: slow down, at most once per cooldown."""
+        """Slow down now, at most once per cooldown."""
         if not self.adaptive:
             return
         now = self._clock()

@@ -47,6 +47,7 @@ from .errors import (
     BatchrunError,
     CheckpointError,
     InputError,
+    OutputError,
     UsageError,
 )
 from .limiter import RateLimiter
@@ -75,6 +76,7 @@ class Summary:
     in_doubt: int = 0
     resent: int = 0
     retries: int = 0
+    lost_answers: int = 0
     requests: int = 0
     elapsed: float = 0.0
     totals: dict[str, int] = field(default_factory=dict)
@@ -107,6 +109,7 @@ class Summary:
             "in_doubt": self.in_doubt,
             "resent": self.resent,
             "retries": self.retries,
+            "lost_answers": self.lost_answers,
             "requests": self.requests,
             "elapsed_s": round(self.elapsed, 3),
             "rows_per_second": round(self.rows_per_second, 1),
@@ -170,6 +173,8 @@ class Runner:
         self._ledger: Ledger | None = None
         self._columns: list[str] | None = None
         self._done_ahead: set[Ident] = set()
+        self._floor = 0
+        self._ahead_heap: list[tuple[int, int]] = []
         self._in_doubt: set[Ident] = set()
         self._retry_rows: set[Ident] | None = None
         self._done_keys: set[str] | None = None
@@ -294,11 +299,23 @@ class Runner:
 
     def _set_aside(self, path: str, sink: Sink) -> None:
         """--restart: keep the old output and checkpoint under new names."""
+        output = self.config.output
+        if not any(os.path.exists(p) for p in (output, sink.path, path)):
+            return
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        for old in {sink.path, self.config.output, path}:
+        root, ext = os.path.splitext(output)
+        kept = f"{root}.before-{stamp}{ext}"
+        number = 1
+        while any(os.path.exists(kept + tail) for tail in ("", ".checkpoint")) or (
+            sink.path != output and os.path.exists(kept + ".journal.jsonl")
+        ):
+            number += 1
+            kept = f"{root}.before-{stamp}-{number}{ext}"
+        moves = [(output, kept), (path, kept + checkpoint.SUFFIX)]
+        if sink.path != output:
+            moves.append((sink.path, kept + ".journal.jsonl"))
+        for old, new in moves:
             if os.path.exists(old):
-                root, ext = os.path.splitext(old)
-                new = f"{root}.before-{stamp}{ext}"
                 os.replace(old, new)
                 self.events.notice(f"kept the previous {old} as {new}")
 
@@ -346,16 +363,22 @@ class Runner:
         last_at: dict[Ident, int] = {}
         last_status: dict[Ident, str] = {}
         end = scan_from
-        for record in sink.scan(scan_from):
-            ident: Ident = (
-                record.fields["key"] if self.config.key_column else record.row
-            )
-            last_at[ident] = record.offset
-            if full:
+        by_key = self.config.key_column is not None
+        try:
+            for record in sink.scan(scan_from):
+                ident: Ident = record.fields["key"] if by_key else record.row
+                last_at[ident] = record.offset
                 last_status[ident] = record.status
-            elif record.row > mark.row:
-                self._done_ahead.add(ident)
-            end = record.end
+                if not by_key and record.row > mark.row:
+                    # Keep scan_from at or before every record past the
+                    # watermark until the watermark passes its row.
+                    heapq.heappush(self._ahead_heap, (record.offset, record.row))
+                end = record.end
+        except OSError as exc:
+            raise OutputError(
+                f"{sink.path}: cannot read the output ({exc.strerror}); put the "
+                "output back or pass --restart"
+            ) from None
         if end < os.path.getsize(sink.path):
             self.events.notice(
                 f"cut a torn last record from {sink.path} (bytes {end} on); "
@@ -366,19 +389,26 @@ class Runner:
             if last_at.get(ident, -1) < out:
                 self._in_doubt.add(ident)
         self._ledger = Ledger.resume(path, state)
-        if self.config.key_column:
-            self._done_keys = {
-                str(k) for k, status in last_status.items() if status != "failed"
-            }
-            if not self.config.retry_failed:
-                self._done_keys.update(
-                    str(k) for k, s in last_status.items() if s == "failed"
-                )
-            self._done_keys -= {str(k) for k in self._in_doubt}
-        elif self.config.retry_failed:
+        retry = self.config.retry_failed
+        if retry:
             self._retry_rows = {
                 ident for ident, status in last_status.items() if status == "failed"
             }
+        done = {
+            ident
+            for ident, status in last_status.items()
+            if not (retry and status == "failed") and ident not in self._in_doubt
+        }
+        if by_key:
+            # Rows are found by key, whatever their position: read the whole
+            # input, and count the watermark from its first row again.
+            self._done_keys = {str(ident) for ident in done}
+            size = sink.end
+            self._ledger.watermark = Watermark(
+                0, 0, None, size, size, dict(mark.counts)
+            )
+        else:
+            self._done_ahead = {i for i in done if isinstance(i, int) and i > mark.row}
         self.summary.totals = dict(mark.counts)
 
     def _check_duplicate_keys(self) -> None:
@@ -393,6 +423,8 @@ class Runner:
                     if row.values is None:
                         continue
                     value = _key_text(row.values.get(key))
+                    if value == "":
+                        continue  # recorded invalid when the run reaches it
                     if value in seen and len(duplicates) < 5:
                         duplicates.append(
                             f"{value!r} on lines {seen[value]} and {row.line}"
@@ -435,7 +467,6 @@ class Runner:
         self._fatal: str | None = None
         self._positions: dict[int, tuple[int, int | None]] = {}
         self._recorded_ahead: dict[int, int] = {}
-        self._ahead_heap: list[tuple[int, int]] = []
         self._fed_all = False
         self._closing = False
         self._write_error: BatchrunError | None = None
@@ -452,6 +483,7 @@ class Runner:
         self.policy = RetryPolicy(config.max_attempts, config.max_retry_wait)
         self.limiter = RateLimiter(config.rate, burst=config.burst)
         mark = self._ledger.watermark
+        self._floor = mark.row
         done = sum(mark.counts.values())
         self.events.start(done, self._estimate_total())
         self.events.info(
@@ -521,10 +553,11 @@ class Runner:
     async def _feed(self) -> None:
         assert self._source is not None and self._ledger is not None
         config = self.config
-        mark = self._ledger.watermark
+        floor = self._floor
         last = config.offset + config.limit if config.limit is not None else None
         start = None
-        if mark.row and self._retry_rows is None:
+        if floor and self._retry_rows is None:
+            mark = self._ledger.watermark
             start = Position(mark.row, mark.line, mark.offset)
         batches = self._source.batches(start)
         while not self._stopping:
@@ -536,35 +569,42 @@ class Runner:
                     return
                 if last is not None and row.number > last:
                     return
-                if row.number <= mark.row and self._retry_rows is None:
+                below = row.number <= floor
+                if below and self._retry_rows is None:
                     continue
                 self.summary.read += 1
-                job = self._plan(row)
+                job = self._plan(row, below)
                 if job is not None:
                     await self._queue.put(job)
 
-    def _plan(self, row: Row) -> Job | None:
-        """Decide what a row needs; return a Job if it must be sent."""
+    def _plan(self, row: Row, below: bool) -> Job | None:
+        """Decide what a row needs; return a Job if it must be sent.
+
+        ``below`` rows are at or under the watermark this session started
+        from; only --retry-failed reads them, and they never move it.
+        """
         config = self.config
-        assert self._ledger is not None
-        if self._retry_rows is None:
+        if not below:
             self._positions[row.number] = (row.line, row.offset)
         ident: Ident = row.number
         if config.key_column and row.values is not None:
             ident = _key_text(row.values.get(config.key_column))
-        if ident in self._done_ahead or (
-            self._done_keys is not None and ident in self._done_keys
-        ):
-            self._skip(row)
+        if self._done_keys is not None:
+            done = ident in self._done_keys
+        elif below:
+            retry = self._retry_rows is not None and ident in self._retry_rows
+            done = not retry and ident not in self._in_doubt
+        else:
+            done = ident in self._done_ahead
+        if done:
+            self.summary.skipped_done += 1
+            if not below:
+                self._mark_recorded(row.number, -1)
             return None
-        if self._retry_rows is not None and ident not in self._retry_rows:
-            if ident not in self._in_doubt:
-                self._skip(row)
-                return None
         if row.values is None:
             self._record(row, ident, "invalid", error=row.error)
             return None
-        if config.key_column and ident in ("", None):
+        if config.key_column and ident == "":
             self._record(row, ident, "invalid", error=f"empty {config.key_column}")
             return None
         row_id = self._row_id(ident)
@@ -578,7 +618,7 @@ class Runner:
         if resent:
             self.summary.in_doubt += 1
             if config.in_doubt == "skip":
-                self._ledger.released(ident)
+                # The record, once written past the dispatch, settles the doubt.
                 self._record(
                     row,
                     ident,
@@ -589,11 +629,6 @@ class Runner:
                 return None
             self.summary.resent += 1
         return Job(row, ident, body, row_id, resent)
-
-    def _skip(self, row: Row) -> None:
-        self.summary.skipped_done += 1
-        if self._retry_rows is None:
-            self._mark_recorded(row.number, -1)
 
     def _row_id(self, ident: Ident) -> str:
         assert self._ledger is not None
@@ -631,6 +666,7 @@ class Runner:
                 self.summary.retries += 1
             self.summary.requests += 1
             outcome = await self._client.execute(job.body, job.row_id)
+            limiter.answered(outcome.status == 429)
             kind = outcome.kind
             if kind is Kind.SUCCEEDED:
                 self._done(job, "succeeded", outcome, attempts, started_at, began)
@@ -647,6 +683,8 @@ class Runner:
             if kind is Kind.REJECTED:
                 self._done(job, "failed", outcome, attempts, started_at, began)
                 return
+            if kind is Kind.IN_DOUBT:
+                self.summary.lost_answers += 1
             delay = self._retry_delay(outcome, attempts)
             if delay is None:
                 status = "unknown" if kind is Kind.IN_DOUBT else "failed"
@@ -659,8 +697,6 @@ class Runner:
     def _retry_delay(self, outcome: Outcome, attempts: int) -> float | None:
         """Seconds before the next attempt, or None to give up on the row."""
         asked = parse_retry_after(outcome.retry_after)
-        if outcome.status == 429:
-            self.limiter.throttled()
         if asked is not None:
             if asked > self.config.max_retry_wait:
                 outcome.error = (
@@ -772,7 +808,7 @@ class Runner:
                 self._flush()
             except BatchrunError as exc:  # disk full, output removed, ...
                 self._write_error = exc
-                self._abort(str(exc))
+                self._stop()
                 return
 
     def _flush(self) -> None:
@@ -794,10 +830,10 @@ class Runner:
             ledger.recorded(ident)
             counts[status] = counts.get(status, 0) + 1
             setattr(summary, status, getattr(summary, status) + 1)
-            if self._retry_rows is not None:
+            if self._retry_rows is not None and ident in self._retry_rows:
                 counts["failed"] = counts.get("failed", 1) - 1
                 self._rerecorded.add(ident)
-            else:
+            if row.number > self._floor:
                 self._mark_recorded(row.number, offset)
             self._finished += 1
         self._settle(sink.end)
@@ -882,7 +918,8 @@ class Runner:
         summary = self.summary
         summary.elapsed = time.monotonic() - self._started
         summary.complete = not self._stopping and self._fed_all
-        if summary.complete and self._rerecorded:
+        settled = not self._recorded_ahead and not self._ledger.outstanding
+        if summary.complete and self._rerecorded and settled:
             self._compact()
         self._sink.sync()
         if summary.complete:
