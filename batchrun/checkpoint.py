@@ -98,9 +98,14 @@ def load(path: str) -> LedgerState:
         with open(path, "rb") as file:
             header = _parse_header(path, file.readline())
             state = LedgerState(header["run_id"], header["identity"], Watermark(), {})
-            for raw in file:
+            for number, raw in enumerate(file, start=2):
                 if raw.endswith(b"\n"):
-                    _replay(state, raw.decode("utf-8"))
+                    try:
+                        _replay(state, raw.decode("utf-8"))
+                    except (ValueError, TypeError) as exc:
+                        raise CheckpointError(
+                            f"{path}: line {number} is damaged; pass --restart"
+                        ) from exc
     except OSError as exc:
         message = f"{path}: cannot read the checkpoint ({exc.strerror})"
         raise CheckpointError(message) from None
@@ -238,8 +243,11 @@ class Ledger:
             raise OutputError(f"{self.path}: the checkpoint is not open")
         data = line.encode("utf-8")
         try:
-            os.write(self._fd, data)
+            written = os.write(self._fd, data)
+            while written < len(data):
+                written += os.write(self._fd, data[written:])
         except OSError as exc:
+            os.ftruncate(self._fd, self._size)
             raise OutputError(
                 f"{self.path}: cannot write the checkpoint ({exc.strerror}); free "
                 "space or fix permissions, then run the same command to resume"

@@ -79,7 +79,8 @@ def describe_body(status: int, body: bytes, token: Secret | None = None) -> str:
                 text = parsed[field]
                 break
     message = clean_message(text, token)
-    return f"HTTP {status}: {message}" if message else f"HTTP {status}"
+    result = f"HTTP {status}: {message}" if message else f"HTTP {status}"
+    return result if len(result) <= ERROR_LIMIT else result[: ERROR_LIMIT - 1] + "…"
 
 
 def ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
@@ -153,7 +154,17 @@ class FlowClient:
             async with self._session.post(
                 self.url, data=body, headers=headers, allow_redirects=False
             ) as response:
-                data = await _read_bounded(response)
+                try:
+                    data = await _read_bounded(response)
+                except (aiohttp.ClientError, TimeoutError):
+                    if 200 <= response.status < 300:
+                        return Outcome(
+                            Kind.REJECTED,
+                            response.status,
+                            error=f"HTTP {response.status} but the answer was cut "
+                            "off; the flow ran, its session id is unknown",
+                        )
+                    raise
                 return self._classify(response, data)
         except aiohttp.ConnectionTimeoutError:
             return Outcome(
@@ -187,7 +198,9 @@ class FlowClient:
         if 200 <= status < 300:
             return _success(status, data)
         if 300 <= status < 400:
-            where = clean_message(response.headers.get("Location", "nowhere"))
+            where = clean_message(
+                response.headers.get("Location", "nowhere"), self.token
+            )
             return Outcome(
                 Kind.REJECTED,
                 status,

@@ -103,20 +103,20 @@ def check_path_segment(option: str, value: str) -> str:
 def check_base_url(value: str, *, allow_insecure_http: bool = False) -> str:
     """Validate the base URL and return it without a trailing slash."""
     parts = urlsplit(value.strip())
+    if parts.username or parts.password:
+        raise UsageError(
+            "--base-url must not carry credentials; put the token in BATCHRUN_TOKEN "
+            "or --token-file"
+        )
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UsageError(
             f"--base-url {value!r} is not an http(s) URL; give the gateway address, "
             "for example --base-url https://gateway.example.com"
         )
-    if parts.query or parts.fragment:
+    if parts.query or parts.fragment or "?" in value or "#" in value:
         raise UsageError(
             f"--base-url {value!r} has a query or fragment; give only scheme, host "
             "and optional path prefix"
-        )
-    if parts.username or parts.password:
-        raise UsageError(
-            "--base-url must not carry credentials; put the token in BATCHRUN_TOKEN "
-            "or --token-file"
         )
     insecure = parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS
     if insecure and not allow_insecure_http:

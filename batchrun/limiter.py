@@ -117,7 +117,10 @@ class RateLimiter:
         base = self.rate or self._adapted
         if base is not None:
             interval = base.period / (base.count * self._factor)
-            self._tat = max(self._tat, now - max(interval, CATCH_UP)) + interval
+            if now - self._tat > max(interval, CATCH_UP):
+                self._tat = now + interval  # idle or first request: no credit
+            else:
+                self._tat = max(self._tat, now - max(interval, CATCH_UP)) + interval
         if self.rate is not None:
             self._sent.append(now)
         self._count(now)

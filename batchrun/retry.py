@@ -30,7 +30,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     except ValueError:
         pass
     else:
-        return seconds if seconds >= 0 and seconds == seconds else None
+        return seconds if 0 <= seconds < float("inf") else None
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):

@@ -70,6 +70,10 @@ class Sink(abc.ABC):
     def read_fields(self) -> tuple[str, ...] | None:
         """The field names stored in an existing file, or None if it has none."""
 
+    def stored_fields(self) -> tuple[str, ...]:
+        """The field names as the header stores them."""
+        return self.fields
+
     def create(self) -> None:
         """Start a new, empty output (header only)."""
         self._open(os.O_CREAT | os.O_TRUNC)
@@ -78,7 +82,7 @@ class Sink(abc.ABC):
     def reopen(self, end: int) -> None:
         """Reopen an existing output for appending, cutting anything past ``end``."""
         stored = self.read_fields()
-        if stored != self.fields:
+        if stored != self.stored_fields():
             raise CheckpointError(
                 f"{self.path}: its columns differ from this run's "
                 f"({', '.join(stored or ())} vs {', '.join(self.fields)}); "

@@ -97,4 +97,9 @@ class ExcelSink(JournalSink):
 def _excel_cell(name: str, value: Any) -> Any:
     if name in INT_FIELDS or name == "resent":
         return value
-    return spreadsheet_safe(_text(value))
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
+    text = _text(value)
+    if isinstance(text, str):
+        text = ILLEGAL_CHARACTERS_RE.sub("\ufffd", text)
+    return spreadsheet_safe(text)

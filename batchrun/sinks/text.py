@@ -60,10 +60,13 @@ class CsvSink(Sink):
 
     def encode(self, records: Sequence[Record]) -> bytes:
         buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
+        writer = csv.writer(buffer, lineterminator="\r\n")
         safe = spreadsheet_safe
         writer.writerows([[safe(value) for value in record] for record in records])
         return buffer.getvalue().encode("utf-8")
+
+    def stored_fields(self) -> tuple[str, ...]:
+        return tuple(spreadsheet_safe(name) for name in self.fields)
 
     def read_fields(self) -> tuple[str, ...] | None:
         with open(self.path, encoding="utf-8", newline="") as file:
@@ -88,7 +91,7 @@ def _scan_csv(
             state["newline"] = raw.endswith(b"\n")
             yield raw.decode("utf-8")
 
-    reader = csv.reader(lines())
+    reader = csv.reader(lines(), strict=True)
     row_at, status_at = fields.index("row"), fields.index("status")
     offset = start
     while True:
