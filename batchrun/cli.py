@@ -291,6 +291,12 @@ def main() -> None:
     help="Seconds in-flight requests get to finish after Ctrl-C or SIGTERM.",
 )
 @option(
+    "--failed-out",
+    type=click.Path(dir_okay=False),
+    help="Where to write the failed and invalid rows as input "
+    "(default: OUTPUT's name with .failed.csv or .failed.jsonl).",
+)
+@option(
     "--ca-bundle",
     type=click.Path(dir_okay=False, exists=True),
     help="Extra CA certificates (PEM) to trust.",
@@ -442,6 +448,7 @@ def build_config(input_path: str, o: dict[str, Any]) -> RunConfig:
         limit=o["limit"],
         offset=o["offset"],
         ca_bundle=o["ca_bundle"],
+        failed_out=o["failed_out"],
     )
 
 
@@ -509,6 +516,10 @@ def print_summary(summary: Any) -> None:
         )
         lines.append(f"  whole output so far: {totals}")
     lines.append(f"  output: {s.output}")
+    if s.failed_out:
+        lines.append(
+            f"  failed and invalid rows, ready to fix and run again: {s.failed_out}"
+        )
     if s.aborted:
         lines.append(f"  aborted: {s.aborted}")
     if s.interrupted or s.aborted:

@@ -25,6 +25,8 @@ from . import __version__
 from .config import Secret
 
 ERROR_LIMIT = 200
+# Shorter tokens are not searched for in text: it would mangle every message.
+MIN_REDACTED = 6
 BODY_LIMIT = 64 * 1024
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 FATAL_STATUSES = frozenset({401, 404})
@@ -57,7 +59,7 @@ _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
 
 def clean_message(text: str, token: Secret | None = None) -> str:
     """Make a service message short, printable and free of credentials."""
-    if token is not None and token.reveal():
+    if token is not None and len(token.reveal()) >= MIN_REDACTED:
         text = text.replace(token.reveal(), "[redacted]")
     text = _BEARER.sub(r"\1[redacted]", text)
     text = " ".join(_UNPRINTABLE.sub(" ", text).split())

@@ -205,6 +205,7 @@ class RunConfig:
     key_column: str | None = None
     grace: float = DEFAULT_GRACE
     ca_bundle: str | None = None
+    failed_out: str | None = None
     limit: int | None = None
     offset: int = 0
 

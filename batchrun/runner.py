@@ -50,6 +50,8 @@ from .errors import (
     OutputError,
     UsageError,
 )
+from .failed import ERROR_COLUMN, failed_rows, write_failed
+from .failed import default_path as default_failed_path
 from .limiter import RateLimiter
 from .retry import RetryPolicy, parse_retry_after
 from .rows import Row
@@ -85,6 +87,8 @@ class Summary:
     aborted: str | None = None
     exit_code: int = EXIT_OK
     resumed: bool = False
+    failed_out: str | None = None
+    failed_rows: int = 0
 
     @property
     def processed(self) -> int:
@@ -118,6 +122,8 @@ class Summary:
             "interrupted": self.interrupted,
             "aborted": self.aborted,
             "exit_code": self.exit_code,
+            "failed_out": self.failed_out,
+            "failed_rows": self.failed_rows,
         }
 
 
@@ -608,8 +614,11 @@ class Runner:
             self._record(row, ident, "invalid", error=f"empty {config.key_column}")
             return None
         row_id = self._row_id(ident)
+        values = row.values
+        if ERROR_COLUMN in values:  # fed back from a failed-rows file
+            values = {k: v for k, v in values.items() if k != ERROR_COLUMN}
         try:
-            variables = self.mapper.variables(row.values, row_id)
+            variables = self.mapper.variables(values, row_id)
             body = encode_body(variables)
         except RowProblem as exc:
             self._record(row, ident, "invalid", error=f"line {row.line}: {exc}")
@@ -924,6 +933,7 @@ class Runner:
         self._sink.sync()
         if summary.complete:
             self._sink.finish()
+        self._write_failed()
         if summary.aborted:
             summary.exit_code = EXIT_ABORTED
         elif summary.interrupted:
@@ -933,6 +943,26 @@ class Runner:
             bad = sum(totals.get(status, 0) for status in STATUSES[1:])
             summary.exit_code = EXIT_ROWS_FAILED if bad else EXIT_OK
         return summary
+
+    def _write_failed(self) -> None:
+        """Refresh the failed-rows file from the output's last records."""
+        assert self._sink is not None and self._source is not None
+        config = self.config
+        target = config.failed_out or default_failed_path(
+            config.output, self._source.format
+        )
+        bad = sum(self.summary.totals.get(s, 0) for s in ("failed", "invalid"))
+        if not bad and not os.path.exists(target):
+            return
+        if config.input == "-":
+            self.events.notice("no failed-rows file: the input was standard input")
+            return
+        rows = failed_rows(self._sink)
+        self.summary.failed_rows = write_failed(
+            config.input, config.source, rows, target
+        )
+        if rows:
+            self.summary.failed_out = target
 
     def _compact(self) -> None:
         """Keep only the newest record of rows recorded again (--retry-failed).
