@@ -10,6 +10,8 @@ visible to every user of the machine in the process list.
 from __future__ import annotations
 
 import codecs
+import json
+import logging
 import os
 import shlex
 import sys
@@ -313,6 +315,18 @@ def main() -> None:
     show_envvar=False,
     help="Check the input as `batchrun check` does; send nothing.",
 )
+@option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one JSON object per line on stderr (start, notices, summary).",
+)
+@option(
+    "--summary-json",
+    type=click.Path(dir_okay=False),
+    help="Also write the final counts and exit code to this JSON file.",
+)
 @option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @option(
     "-v", "--verbose", is_flag=True, help="Show internal details of unexpected errors."
@@ -324,7 +338,7 @@ def run(input_path: str, **options: Any) -> None:
     sent again. Exit codes: 0 every row succeeded, 1 some rows failed or were
     invalid, 2 usage or input error, 3 aborted, 130 interrupted (resumable).
     """
-    from .progress import ConsoleEvents
+    from .progress import ConsoleEvents, JsonEvents
     from .runner import Runner
 
     verbose = options["verbose"]
@@ -345,14 +359,27 @@ def run(input_path: str, **options: Any) -> None:
             fail(error)
             return
         sys.exit(code)
-    events = ConsoleEvents(quiet=options["quiet"])
+    json_logs = options["log_format"] == "json"
+    if verbose:
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+    events: ConsoleEvents = (
+        JsonEvents() if json_logs else ConsoleEvents(quiet=options["quiet"])
+    )
+    summary_path = options["summary_json"]
     try:
         config = build_config(input_path, options)
+        events.configured(config)
         runner = Runner(config, events)
         runner.prepare()
         summary = runner.run()
     except BatchrunError as error:
         events.close()
+        write_summary_json(
+            summary_path, {"exit_code": error.exit_code, "error": str(error)}
+        )
+        if json_logs:
+            events.emit("error", message=str(error), exit_code=error.exit_code)
+            sys.exit(error.exit_code)
         fail(error)
         return
     except KeyboardInterrupt:
@@ -363,14 +390,33 @@ def run(input_path: str, **options: Any) -> None:
         events.close()
         if verbose:
             traceback.print_exc()
+        message = f"internal error: {type(exc).__name__}: {exc}"
+        write_summary_json(summary_path, {"exit_code": 1, "error": message})
+        click.echo(f"batchrun: {message} (run with --verbose for details)", err=True)
+        sys.exit(1)
+    write_summary_json(summary_path, summary.as_dict())
+    if isinstance(events, JsonEvents):
+        events.emit("summary", **summary.as_dict())
+    else:
+        print_summary(summary)
+    sys.exit(summary.exit_code)
+
+
+def write_summary_json(path: str | None, data: dict[str, Any]) -> None:
+    """--summary-json: the final counts and exit code, written atomically."""
+    if not path:
+        return
+    temporary = path + ".tmp"
+    try:
+        with open(temporary, "w", encoding="utf-8") as file:
+            json.dump(data, file, indent=2)
+            file.write("\n")
+        os.replace(temporary, path)
+    except OSError as exc:
         click.echo(
-            f"batchrun: internal error: {type(exc).__name__}: {exc} "
-            "(run with --verbose for details)",
+            f"batchrun: warning: cannot write --summary-json {path} ({exc.strerror})",
             err=True,
         )
-        sys.exit(1)
-    print_summary(summary)
-    sys.exit(summary.exit_code)
 
 
 def build_reading(o: dict[str, Any]) -> tuple[SourceOptions, Mapping]:

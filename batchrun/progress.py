@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .runner import Events
+
+if TYPE_CHECKING:
+    from .config import RunConfig
 
 
 class ConsoleEvents(Events):
@@ -25,6 +29,9 @@ class ConsoleEvents(Events):
         self._done_before = 0
         self._last = 0
         self._last_draw = 0.0
+
+    def configured(self, config: RunConfig) -> None:
+        """The run's configuration is known (the token stays out of it)."""
 
     def start(self, done: int, total: int | None) -> None:
         self._done_before = done
@@ -78,3 +85,68 @@ class ConsoleEvents(Events):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+class JsonEvents(ConsoleEvents):
+    """--log-format json: one JSON object per line on stderr, no progress bar.
+
+    Events: ``start`` (the configuration, without the token), ``notice``,
+    ``progress`` (at most every 10 s), ``summary`` or ``error``.
+    """
+
+    PROGRESS_EVERY = 10.0
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__(quiet=True, stream=stream)
+        self.show_bar = False
+
+    def emit(self, event: str, **fields: Any) -> None:
+        """Write one log line."""
+        record = {"time": round(time.time(), 3), "event": event, **fields}
+        self.stream.write(json.dumps(record, default=str) + "\n")
+        self.stream.flush()
+
+    def configured(self, config: RunConfig) -> None:
+        self.emit("start", config=describe_config(config))
+
+    def start(self, done: int, total: int | None) -> None:
+        self.emit("resume" if done else "begin", done=done, total=total)
+
+    def progress(self, counts: dict[str, int]) -> None:
+        now = time.monotonic()
+        if now - self._last_draw >= self.PROGRESS_EVERY:
+            self._last_draw = now
+            self.emit("progress", **counts)
+
+    def notice(self, message: str) -> None:
+        self.emit("notice", message=message)
+
+    def info(self, message: str) -> None:
+        pass
+
+
+def describe_config(config: RunConfig) -> dict[str, Any]:
+    """The run's settings as JSON-safe values, minus the token."""
+    return {
+        "input": config.input,
+        "output": config.output,
+        "base_url": config.target.base_url,
+        "org": config.target.org,
+        "flow": config.target.flow,
+        "concurrency": config.concurrency,
+        "rate": str(config.rate) if config.rate else None,
+        "burst": config.burst,
+        "connect_timeout_s": config.connect_timeout,
+        "read_timeout_s": config.read_timeout,
+        "max_attempts": config.max_attempts,
+        "max_retry_wait_s": config.max_retry_wait,
+        "max_consecutive_failures": config.max_consecutive_failures,
+        "in_doubt": config.in_doubt,
+        "resend_in_doubt": config.resend_in_doubt,
+        "mapping": config.mapping.describe(),
+        "key_column": config.key_column,
+        "limit": config.limit,
+        "offset": config.offset,
+        "restart": config.restart,
+        "retry_failed": config.retry_failed,
+    }
