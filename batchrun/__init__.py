@@ -9,4 +9,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
-__all__ = ["__version__"]
+from .api import read_results, run_batch  # noqa: E402
+from .runner import Summary  # noqa: E402
+
+__all__ = ["Summary", "__version__", "read_results", "run_batch"]

@@ -451,9 +451,10 @@ class Runner:
         try:
             return asyncio.run(self._main())
         finally:
-            self._close()
+            self.close()
 
-    def _close(self) -> None:
+    def close(self) -> None:
+        """Release the input, output and checkpoint files."""
         for resource in (self._source, self._sink, self._ledger):
             if resource is not None:
                 resource.close()
