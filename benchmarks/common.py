@@ -11,6 +11,7 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -94,11 +95,34 @@ def run_batchrun(*args: str, extra_env: dict[str, str] | None = None) -> RunResu
         command, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
     )
     assert process.stderr is not None
+    peak = [0]
+    watcher = threading.Thread(target=_watch_peak, args=(process, peak), daemon=True)
+    watcher.start()
     stderr = process.stderr.read()
-    _, status, usage = os.wait4(process.pid, 0)
+    process.wait()
     seconds = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    return RunResult(process.returncode, seconds, usage.ru_maxrss / 1024, stderr)
+    watcher.join(timeout=5)
+    return RunResult(process.returncode, seconds, peak[0] / 1024, stderr)
+
+
+def _watch_peak(process: subprocess.Popen[str], peak: list[int]) -> None:
+    """Follow the child's own high-water RSS (VmHWM, in kB) until it exits.
+
+    getrusage's ru_maxrss is not used: on Linux a child inherits the parent's
+    high-water mark across fork and exec, so it would report the benchmark's
+    own memory instead of batchrun's.
+    """
+    path = f"/proc/{process.pid}/status"
+    while process.poll() is None:
+        try:
+            with open(path) as file:
+                for line in file:
+                    if line.startswith("VmHWM:"):
+                        peak[0] = max(peak[0], int(line.split()[1]))
+                        break
+        except OSError:
+            return
+        time.sleep(0.02)
 
 
 def machine() -> str:
