@@ -208,6 +208,12 @@ class Runner:
                 )
         self.fields = self._output_fields()
         if config.key_column:
+            if config.input == "-":
+                raise UsageError(
+                    "--key-column needs an input file: keys are checked for "
+                    "duplicates before anything is sent, and standard input can "
+                    "be read only once; save the input to a file"
+                )
             self._check_duplicate_keys()
         sink = open_sink(config.output, self.fields)
         self._sink = sink
