@@ -40,6 +40,7 @@ from .config import (
     parse_rate,
 )
 from .errors import EXIT_INTERRUPTED, BatchrunError, UsageError
+from .profiles import Profile, current_profile, profile_options, resolve_token
 from .sources import SourceOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -88,8 +89,8 @@ def parse_pairs(
     return tuple(pairs)
 
 
-def read_token(token_file: str | None) -> Secret:
-    """The bearer token from --token-file or BATCHRUN_TOKEN."""
+def read_token(token_file: str | None, profile: Profile | None = None) -> Secret:
+    """The bearer token from --token-file, BATCHRUN_TOKEN or the profile."""
     if token_file:
         try:
             with open(token_file, encoding="utf-8") as file:
@@ -102,12 +103,16 @@ def read_token(token_file: str | None) -> Secret:
             raise UsageError(f"--token-file {token_file} is empty")
         return Secret(value)
     value = os.environ.get("BATCHRUN_TOKEN", "").strip()
-    if not value:
+    if value:
+        return Secret(value)
+    token = resolve_token(profile, os.environ)
+    if token is None:
         raise UsageError(
-            "no token: set the environment variable BATCHRUN_TOKEN or pass "
-            "--token-file PATH (a token is never accepted on the command line)"
+            "no token: set the environment variable BATCHRUN_TOKEN, pass "
+            "--token-file PATH, or name token_env or token_file in a profile "
+            "(a token is never accepted on the command line)"
         )
-    return Secret(value)
+    return token
 
 
 def resume_command() -> str:
@@ -183,6 +188,7 @@ def main() -> None:
 
 @main.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
+@profile_options
 @option(
     "-o",
     "--output",
@@ -457,7 +463,7 @@ def build_config(input_path: str, o: dict[str, Any]) -> RunConfig:
     for name in ("output", "base_url", "org", "flow"):
         if not o[name]:
             flag = "--" + name.replace("_", "-")
-            raise UsageError(f"missing {flag} (or set {env(name)})")
+            raise UsageError(f"missing {flag} (or set {env(name)}, or use a --profile)")
     base_url = check_base_url(
         o["base_url"], allow_insecure_http=o["allow_insecure_http"]
     )
@@ -473,7 +479,7 @@ def build_config(input_path: str, o: dict[str, Any]) -> RunConfig:
         input=input_path,
         output=o["output"],
         target=target,
-        token=read_token(o["token_file"]),
+        token=read_token(o["token_file"], current_profile()),
         source=source,
         mapping=mapping,
         concurrency=o["concurrency"],
@@ -500,6 +506,7 @@ def build_config(input_path: str, o: dict[str, Any]) -> RunConfig:
 
 @main.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
+@profile_options
 @input_options
 @option(
     "--show", type=int, default=3, show_default=True, help="Variable maps to print."

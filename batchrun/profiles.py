@@ -55,6 +55,8 @@ CONFIG_ENV = "BATCHRUN_CONFIG"
 PROFILE_ENV = "BATCHRUN_PROFILE"
 PROFILE_META_KEY = "batchrun.profile"
 COMMA_LIST_OPTIONS = frozenset({"columns", "require"})
+# Options that name a file although the CLI declares them as plain strings.
+PATH_OPTIONS = frozenset({"output"})
 SECRET_KEYS = frozenset({"api_key", "bearer", "password", "secret", "token"})
 TOKEN_KEYS = ("token_env", "token_file")
 
@@ -439,7 +441,7 @@ def _convert(
             raise wrong("a list of names", '["first_name", "phone"]')
     if not isinstance(value, str):
         raise wrong("a string", '"..."')
-    if isinstance(kind, click.Path):
+    if isinstance(kind, click.Path) or key in PATH_OPTIONS:
         return os.path.expanduser(value)
     return value
 

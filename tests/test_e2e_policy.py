@@ -150,9 +150,7 @@ def test_dropped_connections_are_retried_and_counted(
         assert len(keys) == 1  # the same Idempotency-Key on every attempt
 
 
-def test_no_resend_records_lost_answers_as_unknown(
-    serve: Any, tmp_path: Path
-) -> None:
+def test_no_resend_records_lost_answers_as_unknown(serve: Any, tmp_path: Path) -> None:
     service = serve("--drop-rate", "0.3", "--seed", "5")
     output = tmp_path / "out.csv"
     result = run_batch(

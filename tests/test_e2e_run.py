@@ -724,7 +724,7 @@ def test_empty_org_or_flow_exits_2_before_sending(
     assert result.returncode == 2
     variable = "BATCHRUN_" + option.lstrip("-").upper()
     assert stderr_lines(result) == [
-        f"batchrun: error: missing {option} (or set {variable})"
+        f"batchrun: error: missing {option} (or set {variable}, or use a --profile)"
     ]
     assert logged(service) == []
     assert not output.exists()
