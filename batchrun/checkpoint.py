@@ -142,12 +142,12 @@ def _replay(state: LedgerState, line: str) -> None:
             # Rows the watermark just passed have their records. Rows at or
             # below the old watermark dispatched again later (--retry-failed)
             # stay outstanding until the output shows their new record.
-            for ident in [
+            for passed in [
                 i
                 for i in state.outstanding
                 if isinstance(i, int) and before < i <= done
             ]:
-                del state.outstanding[ident]
+                del state.outstanding[passed]
 
 
 class Ledger:

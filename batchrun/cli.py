@@ -383,7 +383,7 @@ def run(input_path: str, **options: Any) -> None:
         write_summary_json(
             summary_path, {"exit_code": error.exit_code, "error": str(error)}
         )
-        if json_logs:
+        if isinstance(events, JsonEvents):
             events.emit("error", message=str(error), exit_code=error.exit_code)
             sys.exit(error.exit_code)
         fail(error)

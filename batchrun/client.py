@@ -125,7 +125,7 @@ class FlowClient:
             limit=self._concurrency,
             limit_per_host=0,
             ttl_dns_cache=300,
-            ssl=ssl_context(self._ca_bundle) if self.url.startswith("https") else None,
+            ssl=ssl_context(self._ca_bundle) if self.url.startswith("https") else True,
         )
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=self.connect_timeout, sock_read=self.read_timeout

@@ -54,7 +54,7 @@ class RetryPolicy:
     def backoff(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
         ceiling = min(self.cap, self.max_wait, self.base * 2 ** (attempt - 1))
-        return ceiling * self.random()
+        return float(ceiling * self.random())
 
     def wait(self, attempt: int, retry_after: float | None) -> float:
         """The wait before the next attempt: backoff, at least Retry-After."""

@@ -886,7 +886,7 @@ class Runner:
     # -------------------------------------------------------------------- stop
 
     def _install_signals(self) -> list[int]:
-        installed = []
+        installed: list[int] = []
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 self._loop.add_signal_handler(sig, self._on_signal, sig)
@@ -1070,7 +1070,7 @@ def run(config: RunConfig, events: Events | None = None) -> Summary:
     try:
         runner.prepare()
     except BaseException:
-        runner._close()
+        runner.close()
         raise
     return runner.run()
 

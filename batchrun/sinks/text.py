@@ -152,7 +152,9 @@ class JsonlSink(Sink):
             for raw in file:
                 end = offset + len(raw)
                 try:
-                    record = json.loads(raw) if raw.endswith(b"\n") else None
+                    if not raw.endswith(b"\n"):
+                        raise ValueError("torn")
+                    record = json.loads(raw)
                     row, status = record["row"], record["status"]
                 except (ValueError, TypeError, KeyError):
                     record = None
