@@ -581,12 +581,12 @@ def print_summary(summary: Any) -> None:
         click.echo(line, err=True)
 
 
-def _register_serve() -> None:
-    try:
-        from .service.command import serve
-    except ImportError:  # the service module is optional at import time
-        return
+def _register_commands() -> None:
+    from .report import report
+    from .service.command import serve
+
     main.add_command(serve)
+    main.add_command(report)
 
 
-_register_serve()
+_register_commands()
