@@ -31,11 +31,11 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from . import checkpoint
+from . import resume
 from .checkpoint import Ident, Ledger, Watermark
 from .client import FlowClient, Kind, Outcome
 from .config import RunConfig
@@ -45,10 +45,7 @@ from .errors import (
     EXIT_OK,
     EXIT_ROWS_FAILED,
     BatchrunError,
-    CheckpointError,
     InputError,
-    OutputError,
-    UsageError,
 )
 from .failed import ERROR_COLUMN, failed_rows, write_failed
 from .failed import default_path as default_failed_path
@@ -57,93 +54,12 @@ from .retry import RetryPolicy, parse_retry_after
 from .rows import Row
 from .sinks import RESULT_FIELDS, Sink, open_sink
 from .sources import Position, Source, open_source
+from .summary import Events, Summary
 from .variables import RowProblem, VariableMapper, encode_body
 
 FLUSH_INTERVAL = 0.05
 FLUSH_RECORDS = 2000
 STATUSES = ("succeeded", "failed", "invalid", "unknown")
-
-
-@dataclass
-class Summary:
-    """What a run did; the CLI prints it and the Python API returns it."""
-
-    output: str
-    read: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    invalid: int = 0
-    unknown: int = 0
-    skipped_done: int = 0
-    in_doubt: int = 0
-    resent: int = 0
-    retries: int = 0
-    lost_answers: int = 0
-    requests: int = 0
-    elapsed: float = 0.0
-    totals: dict[str, int] = field(default_factory=dict)
-    complete: bool = False
-    interrupted: bool = False
-    aborted: str | None = None
-    exit_code: int = EXIT_OK
-    resumed: bool = False
-    failed_out: str | None = None
-    failed_rows: int = 0
-
-    @property
-    def processed(self) -> int:
-        """Rows this session recorded."""
-        return self.succeeded + self.failed + self.invalid + self.unknown
-
-    @property
-    def rows_per_second(self) -> float:
-        """This session's recorded rows per second."""
-        return self.processed / self.elapsed if self.elapsed > 0 else 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-safe view, for --summary-json and logs."""
-        return {
-            "output": self.output,
-            "read": self.read,
-            "succeeded": self.succeeded,
-            "failed": self.failed,
-            "invalid": self.invalid,
-            "unknown": self.unknown,
-            "skipped_done": self.skipped_done,
-            "in_doubt": self.in_doubt,
-            "resent": self.resent,
-            "retries": self.retries,
-            "lost_answers": self.lost_answers,
-            "requests": self.requests,
-            "elapsed_s": round(self.elapsed, 3),
-            "rows_per_second": round(self.rows_per_second, 1),
-            "totals": dict(self.totals),
-            "complete": self.complete,
-            "interrupted": self.interrupted,
-            "aborted": self.aborted,
-            "exit_code": self.exit_code,
-            "failed_out": self.failed_out,
-            "failed_rows": self.failed_rows,
-        }
-
-
-class Events:
-    """Hooks the runner calls; the CLI and the Python API override them."""
-
-    def start(self, done: int, total: int | None) -> None:
-        """The run is about to send; ``done`` rows were finished before."""
-
-    def progress(self, counts: dict[str, int]) -> None:
-        """Records reached the disk; ``counts`` are this session's so far."""
-
-    def notice(self, message: str) -> None:
-        """A one-line message for the person running the batch."""
-
-    def info(self, message: str) -> None:
-        """A one-line detail worth showing unless asked to be quiet."""
-
-    def close(self) -> None:
-        """The run is over."""
 
 
 @dataclass(slots=True)
@@ -155,11 +71,6 @@ class Job:
     body: bytes
     row_id: str
     resent: bool = False
-
-
-def checkpoint_path(output: str) -> str:
-    """Where the checkpoint of ``output`` lives."""
-    return output + checkpoint.SUFFIX
 
 
 def utc_now() -> str:
@@ -208,50 +119,22 @@ class Runner:
                 )
         self.fields = self._output_fields()
         if config.key_column:
-            if config.input == "-":
-                raise UsageError(
-                    "--key-column needs an input file: keys are checked for "
-                    "duplicates before anything is sent, and standard input can "
-                    "be read only once; save the input to a file"
-                )
-            self._check_duplicate_keys()
-        sink = open_sink(config.output, self.fields)
-        self._sink = sink
-        identity = self._identity()
-        path = checkpoint_path(config.output)
-        if config.restart:
-            self._set_aside(path, sink)
-        if os.path.exists(path):
-            self._resume(path, identity, sink)
-        else:
-            if os.path.exists(sink.path) and os.path.getsize(sink.path) > 0:
-                raise UsageError(
-                    f"{sink.path} already exists and has no checkpoint beside it; "
-                    "choose another -o, or pass --restart to keep it under a new "
-                    "name and start over"
-                )
-            if config.retry_failed:
-                raise UsageError(
-                    f"--retry-failed: {config.output} has no earlier run to retry; "
-                    "run without --retry-failed first"
-                )
-            self._start_new(path, identity, sink)
-
-    def _start_new(self, path: str, identity: dict[str, Any], sink: Sink) -> None:
-        start = Watermark(row=self.config.offset)
-        self._ledger = Ledger.create(path, identity, start)
-        sink.create()
-        start.out_end = start.scan_from = sink.end
-        self._ledger.advance(start)
-
-    @staticmethod
-    def _nothing_done(state: checkpoint.LedgerState, sink: Sink) -> bool:
-        """True if a checkpoint's run sent nothing and recorded nothing."""
-        if state.outstanding or any(state.watermark.counts.values()):
-            return False
-        if not os.path.exists(sink.path):
-            return True
-        return os.path.getsize(sink.path) <= len(sink.header())
+            resume.check_duplicate_keys(config)
+        self._sink = open_sink(config.output, self.fields)
+        plan = resume.open_output(
+            config,
+            self._sink,
+            resume.identity(config, self.fields),
+            self.events.notice,
+        )
+        self._ledger = plan.ledger
+        self._done_ahead = plan.done_ahead
+        self._ahead_heap = plan.ahead_heap
+        self._in_doubt = plan.in_doubt
+        self._retry_rows = plan.retry_rows
+        self._done_keys = plan.done_keys
+        self.summary.resumed = plan.resumed
+        self.summary.totals = plan.totals
 
     def _output_fields(self) -> tuple[str, ...]:
         """The output's columns; also plans where each value comes from.
@@ -286,167 +169,6 @@ class Runner:
                 inputs.append(("input", column))
         self._plan_fields = inputs + self._plan_fields
         return (*names, *results)
-
-    def _identity(self) -> dict[str, Any]:
-        config = self.config
-        source = config.source
-        return {
-            "input": None
-            if config.key_column
-            else checkpoint.fingerprint(config.input),
-            "base_url": config.target.base_url,
-            "org": config.target.org,
-            "flow": config.target.flow,
-            "mapping": config.mapping.describe(),
-            "key_column": config.key_column,
-            "fields": list(self.fields),
-            "source": {
-                "format": source.format,
-                "encoding": source.encoding,
-                "delimiter": source.delimiter,
-                "sheet": source.sheet,
-                "offset": config.offset,
-            },
-        }
-
-    def _set_aside(self, path: str, sink: Sink) -> None:
-        """--restart: keep the old output and checkpoint under new names."""
-        output = self.config.output
-        if not any(os.path.exists(p) for p in (output, sink.path, path)):
-            return
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        root, ext = os.path.splitext(output)
-        kept = f"{root}.before-{stamp}{ext}"
-        number = 1
-        while any(os.path.exists(kept + tail) for tail in ("", ".checkpoint")) or (
-            sink.path != output and os.path.exists(kept + ".journal.jsonl")
-        ):
-            number += 1
-            kept = f"{root}.before-{stamp}-{number}{ext}"
-        moves = [(output, kept), (path, kept + checkpoint.SUFFIX)]
-        if sink.path != output:
-            moves.append((sink.path, kept + ".journal.jsonl"))
-        for old, new in moves:
-            if os.path.exists(old):
-                os.replace(old, new)
-                self.events.notice(f"kept the previous {old} as {new}")
-
-    def _resume(self, path: str, identity: dict[str, Any], sink: Sink) -> None:
-        state = checkpoint.load(path)
-        change = checkpoint.describe_change(state.identity, identity)
-        if change and self._nothing_done(state, sink):
-            self.events.notice(
-                f"the earlier run of {self.config.output} recorded nothing; "
-                "starting afresh with the new options"
-            )
-            os.remove(path)
-            if os.path.exists(sink.path):
-                os.remove(sink.path)
-            self._start_new(path, identity, sink)
-            return
-        if change:
-            raise CheckpointError(
-                f"{self.config.output} belongs to a different run: {change} "
-                "changed since it was started; run with the same input and options "
-                "to resume, or pass --restart to start over (the old output is kept)"
-            )
-        self.summary.resumed = True
-        mark = state.watermark
-        if not os.path.exists(sink.path):
-            if mark.row > self.config.offset or mark.out_end > 0:
-                raise CheckpointError(
-                    f"{sink.path} is missing but its checkpoint says rows are done; "
-                    "put the output back, or pass --restart to start over"
-                )
-            sink.create()
-            mark.out_end = mark.scan_from = sink.end
-        header_end = len(sink.header())
-        full = self.config.retry_failed or self.config.key_column is not None
-        starts = [mark.scan_from, *state.outstanding.values()]
-        scan_from = header_end if full else max(header_end, min(starts))
-        size = os.path.getsize(sink.path)
-        if scan_from > size and not state.outstanding:
-            scan_from = size  # compacted after --retry-failed; nothing to scan
-        if scan_from > size:
-            raise CheckpointError(
-                f"{sink.path} is shorter than its checkpoint says; it was changed "
-                "outside batchrun: pass --restart to start over"
-            )
-        last_at: dict[Ident, int] = {}
-        last_status: dict[Ident, str] = {}
-        end = scan_from
-        by_key = self.config.key_column is not None
-        try:
-            for record in sink.scan(scan_from):
-                ident: Ident = record.fields["key"] if by_key else record.row
-                last_at[ident] = record.offset
-                last_status[ident] = record.status
-                if not by_key and record.row > mark.row:
-                    # Keep scan_from at or before every record past the
-                    # watermark until the watermark passes its row.
-                    heapq.heappush(self._ahead_heap, (record.offset, record.row))
-                end = record.end
-        except OSError as exc:
-            raise OutputError(
-                f"{sink.path}: cannot read the output ({exc.strerror}); put the "
-                "output back or pass --restart"
-            ) from None
-        if end < os.path.getsize(sink.path):
-            self.events.notice(
-                f"cut a torn last record from {sink.path} (bytes {end} on); "
-                "its row will be sent again"
-            )
-        sink.reopen(end)
-        for ident, out in state.outstanding.items():
-            if last_at.get(ident, -1) < out:
-                self._in_doubt.add(ident)
-        self._ledger = Ledger.resume(path, state)
-        retry = self.config.retry_failed
-        if retry:
-            self._retry_rows = {
-                ident for ident, status in last_status.items() if status == "failed"
-            }
-        done = {
-            ident
-            for ident, status in last_status.items()
-            if not (retry and status == "failed") and ident not in self._in_doubt
-        }
-        if by_key:
-            # Rows are found by key, whatever their position: read the whole
-            # input, and count the watermark from its first row again.
-            self._done_keys = {str(ident) for ident in done}
-            size = sink.end
-            self._ledger.watermark = Watermark(
-                0, 0, None, size, size, dict(mark.counts)
-            )
-        else:
-            self._done_ahead = {i for i in done if isinstance(i, int) and i > mark.row}
-        self.summary.totals = dict(mark.counts)
-
-    def _check_duplicate_keys(self) -> None:
-        """--key-column: report duplicate keys before anything is sent."""
-        key = self.config.key_column
-        assert key is not None
-        seen: dict[str, int] = {}
-        duplicates: list[str] = []
-        with open_source(self.config.input, self.config.source) as source:
-            for batch in source.batches():
-                for row in batch:
-                    if row.values is None:
-                        continue
-                    value = _key_text(row.values.get(key))
-                    if value == "":
-                        continue  # recorded invalid when the run reaches it
-                    if value in seen and len(duplicates) < 5:
-                        duplicates.append(
-                            f"{value!r} on lines {seen[value]} and {row.line}"
-                        )
-                    seen.setdefault(value, row.line)
-        if duplicates:
-            raise InputError(
-                f"{self.config.input}: --key-column {key} has duplicate keys: "
-                f"{'; '.join(duplicates)}; make the keys unique or use row numbers"
-            )
 
     # --------------------------------------------------------------------- run
 
@@ -601,7 +323,7 @@ class Runner:
             self._positions[row.number] = (row.line, row.offset)
         ident: Ident = row.number
         if config.key_column and row.values is not None:
-            ident = _key_text(row.values.get(config.key_column))
+            ident = resume.key_text(row.values.get(config.key_column))
         if self._done_keys is not None:
             done = ident in self._done_keys
         elif below:
@@ -972,43 +694,9 @@ class Runner:
             self.summary.failed_out = target
 
     def _compact(self) -> None:
-        """Keep only the newest record of rows recorded again (--retry-failed).
-
-        The compacted output replaces the old one atomically, then the
-        checkpoint is rewritten to match; a crash between the two leaves a
-        checkpoint whose offsets lie past the end of the output, which a
-        resume with nothing outstanding accepts.
-        """
         assert self._sink is not None and self._ledger is not None
-        sink, ledger = self._sink, self._ledger
-        key = self.config.key_column is not None
-        header = sink.header()
-        newest: dict[Ident, int] = {}
-        for record in sink.scan(len(header)):
-            ident = record.fields["key"] if key else record.row
-            if ident in self._rerecorded:
-                newest[ident] = record.offset
-        temporary = sink.path + ".compact"
-        with open(sink.path, "rb") as source, open(temporary, "wb") as target:
-            target.write(header)
-            for record in sink.scan(len(header)):
-                ident = record.fields["key"] if key else record.row
-                if ident in newest and newest[ident] != record.offset:
-                    continue
-                source.seek(record.offset)
-                target.write(source.read(record.end - record.offset))
-            target.flush()
-            os.fsync(target.fileno())
-            size = target.tell()
-        sink.close()
-        os.replace(temporary, sink.path)
-        sink.reopen(size)
-        mark = ledger.watermark
-        ledger.outstanding.clear()
-        ledger.watermark = Watermark(
-            mark.row, mark.line, mark.offset, size, size, dict(mark.counts)
-        )
-        ledger.compact()
+        by_key = self.config.key_column is not None
+        resume.compact(self._sink, self._ledger, self._rerecorded, by_key)
         self._rerecorded.clear()
 
     # ------------------------------------------------------------------ totals
@@ -1045,12 +733,6 @@ def _count_lines(path: str) -> int:
             count += chunk.count(b"\n")
             last = chunk[-1:]
     return count + (last != b"\n")
-
-
-def _key_text(value: Any) -> str:
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _error_kind(error: str | None) -> str:

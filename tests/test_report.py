@@ -26,7 +26,7 @@ from batchrun.report import (
     render_text,
     report,
 )
-from batchrun.report_html import render_html
+from batchrun.report.html import render_html
 from batchrun.sinks import RESULT_FIELDS, open_sink, spreadsheet_safe
 
 REPO = Path(__file__).resolve().parent.parent

@@ -1,35 +1,16 @@
-"""Profiles: named sets of option values kept in a TOML file.
+"""Reading the profile file: one TOML file, checked key by key.
 
-The file is ``batchrun.toml`` in the working directory, or the one named by
-``--config`` (``BATCHRUN_CONFIG``); ``--profile NAME`` (``BATCHRUN_PROFILE``)
-chooses a table from it::
-
-    [defaults]
-    base_url = "https://gw.example.com"
-
-    [profiles.nightly]
-    org = "acme"
-    flow = "welcome"
-    rate = "20/s"
-    concurrency = 64
-    columns = ["first_name", "phone"]
-    rename = { first = "first_name" }
-    set = { campaign = "spring" }
-    token_env = "ACME_TOKEN"
-
-Keys are long option names, spelt with ``-`` or ``_``. A profile may set every
-option an environment variable may set; one-off actions such as --restart,
+The file (``batchrun.toml`` or ``--config PATH``; the package docstring shows
+one) holds a ``[defaults]`` table and ``[profiles.NAME]`` tables. Keys are
+long option names, spelt with ``-`` or ``_``. A profile may set every option
+an environment variable may set; one-off actions such as --restart,
 --retry-failed and --dry-run are not options a profile can keep. The
 ``[defaults]`` table applies whenever the file is read, with or without
 --profile, and the chosen profile's keys replace its keys.
 
-The values reach click as the command's ``default_map``, which click consults
-after the command line and the BATCHRUN_* variables and before the built-in
-defaults: that order is the precedence.
-
-A token never goes in the file. A profile names the environment variable that
-holds it (``token_env``) or the file it is in (``token_file``); a key named
-token, bearer, secret, password or api_key anywhere in the file is refused.
+``load_profile`` checks every key and value against the command's click
+parameters and returns a ``Profile``. A key named token, bearer, secret,
+password or api_key anywhere in the file is refused.
 
 Note: relative paths in the file are relative to the working directory, not to
 the file; ``~`` is expanded in token_file and in path options such as output.
@@ -41,19 +22,15 @@ import difflib
 import os
 import re
 import tomllib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import IO, Any, TypeVar
+from typing import Any
 
 import click
 
-from .config import Secret
-from .errors import EXIT_USAGE, UsageError
+from ..errors import UsageError
 
 CONFIG_FILE = "batchrun.toml"
-CONFIG_ENV = "BATCHRUN_CONFIG"
-PROFILE_ENV = "BATCHRUN_PROFILE"
-PROFILE_META_KEY = "batchrun.profile"
 COMMA_LIST_OPTIONS = frozenset({"columns", "require"})
 # Options that name a file although the CLI declares them as plain strings.
 PATH_OPTIONS = frozenset({"output"})
@@ -66,9 +43,6 @@ _NOT_PROFILE_OPTIONS = frozenset({"config", "profile", "token_file"})
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+\Z")
 _TOML_POSITION = re.compile(r"(?s)(.*) \(at line (\d+), column (\d+)\)\Z")
-_PENDING_KEY = "batchrun.profiles.pending"
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,119 +101,6 @@ def load_profile(
         )
     chosen = [base] if profile is None else [base, tables[profile]]
     return _merge(path, profile, chosen, command_params)
-
-
-def profile_default_map(
-    config_path: str | None,
-    profile: str | None,
-    command_params: list[click.Parameter],
-) -> dict[str, Any]:
-    """The chosen profile as a click ``default_map`` for a command's parameters."""
-    loaded = load_profile(config_path, profile, command_params)
-    return {} if loaded is None else dict(loaded.default_map)
-
-
-def resolve_token(profile: Profile | None, env: Mapping[str, str]) -> Secret | None:
-    """The token the profile points at, or None when it points at none.
-
-    Call it only once --token-file, BATCHRUN_TOKEN_FILE and BATCHRUN_TOKEN
-    have come up empty, so the profile ranks below them as options do.
-    """
-    if profile is None:
-        return None
-    where = f"{profile.path}: {profile.token_origin}"
-    if profile.token_env is not None:
-        value = env.get(profile.token_env, "").strip()
-        if not value:
-            raise UsageError(
-                f"{where} token_env names {profile.token_env}, which is not set "
-                f"or empty; export {profile.token_env} or set BATCHRUN_TOKEN"
-            )
-        return Secret(value)
-    if profile.token_file is not None:
-        return _read_token_file(where, profile.token_file)
-    return None
-
-
-def current_profile(ctx: click.Context | None = None) -> Profile | None:
-    """The profile loaded for the running command, if a file was read."""
-    ctx = ctx or click.get_current_context(silent=True)
-    found = None if ctx is None else ctx.meta.get(PROFILE_META_KEY)
-    return found if isinstance(found, Profile) else None
-
-
-def profile_options(function: F) -> F:
-    """Add --config and --profile; the profile fills the command's default_map."""
-    function = click.option(
-        "--profile",
-        metavar="NAME",
-        envvar=PROFILE_ENV,
-        show_envvar=True,
-        is_eager=True,
-        expose_value=False,
-        callback=_on_option,
-        help="Take option values from this profile of the config file.",
-    )(function)
-    function = click.option(
-        "--config",
-        metavar="PATH",
-        envvar=CONFIG_ENV,
-        show_envvar=True,
-        is_eager=True,
-        expose_value=False,
-        callback=_on_option,
-        help=f"Profile file (default: ./{CONFIG_FILE} if it exists).",
-    )(function)
-    return function
-
-
-class _ProfileFailure(click.ClickException):
-    """A profile error met while click parses, printed as batchrun prints errors."""
-
-    exit_code = EXIT_USAGE
-
-    def show(self, file: IO[Any] | None = None) -> None:
-        click.echo(f"batchrun: error: {self.message}", file=file, err=True)
-
-
-def _on_option(
-    ctx: click.Context, param: click.Parameter, value: str | None
-) -> str | None:
-    # Both options are eager, so both run before any other parameter takes its
-    # value; whichever of the two runs second loads the file and fills
-    # default_map, which click then consults below the BATCHRUN_* variables.
-    pending = ctx.meta.setdefault(f"{_PENDING_KEY}.{id(ctx)}", {})
-    pending[param.name] = value
-    if len(pending) < 2 or ctx.resilient_parsing:
-        return value
-
-    try:
-        loaded = load_profile(
-            pending["config"],
-            pending["profile"],
-            ctx.command.params,
-            known_params=_sibling_params(ctx),
-        )
-    except UsageError as error:
-        raise _ProfileFailure(error.message) from None
-    ctx.meta[PROFILE_META_KEY] = loaded
-    if loaded is not None:
-        ctx.default_map = {**(ctx.default_map or {}), **loaded.default_map}
-    return value
-
-
-def _sibling_params(ctx: click.Context) -> list[click.Parameter]:
-    """Parameters of the other commands of the group that also take --profile."""
-    group = ctx.parent.command if ctx.parent is not None else None
-    if not isinstance(group, click.Group):
-        return []
-    params: list[click.Parameter] = []
-    for command in group.commands.values():
-        if command is not ctx.command and any(
-            p.callback is _on_option for p in command.params
-        ):
-            params.extend(command.params)
-    return params
 
 
 def _locate(config_path: str | None, profile: str | None) -> str | None:
@@ -510,19 +371,6 @@ def _merge(
     return Profile(
         path, name, default_map, token.token_env, token.token_file, token.where
     )
-
-
-def _read_token_file(where: str, token_file: str) -> Secret:
-    try:
-        with open(token_file, encoding="utf-8") as file:
-            value = file.read().strip()
-    except OSError as exc:
-        raise UsageError(
-            f"{where} token_file {token_file}: cannot read it ({exc.strerror})"
-        ) from None
-    if not value:
-        raise UsageError(f"{where} token_file {token_file} is empty")
-    return Secret(value)
 
 
 def _kind(value: object) -> str:
