@@ -9,6 +9,7 @@ but never answered (in doubt), which failed rows to send again
 
 from __future__ import annotations
 
+import fcntl
 import heapq
 import json
 import os
@@ -39,6 +40,83 @@ class Resumption:
     retry_rows: set[Ident] | None = None
     done_keys: set[str] | None = None
     totals: dict[str, int] = field(default_factory=dict)
+
+
+class OutputLock:
+    """Keeps two runs from writing one output at the same time.
+
+    An exclusive flock on ``OUTPUT.lock``, held for the whole run; the file
+    is removed (while still locked) when the run ends, so a run that opened
+    it just before sees a different file and tries again.
+    """
+
+    def __init__(self, output: str) -> None:
+        self.output = output
+        self.path = output + ".lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock, or raise UsageError if another run holds it."""
+        for _ in range(5):
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise OutputError(
+                    f"{self.path}: cannot create the lock file ({exc.strerror}); "
+                    "check the output's folder is writable"
+                ) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise UsageError(
+                    f"{self.output} is being written by another batchrun run; "
+                    "wait for it to finish (or stop it), then run again"
+                ) from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+                self._fd = fd
+                return
+            os.close(fd)  # the holder removed it as we opened it: try again
+        raise UsageError(f"{self.output}: could not take the lock {self.path}")
+
+    def release(self) -> None:
+        """Remove the lock file and let go; safe to call twice."""
+        if self._fd is None:
+            return
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        os.close(self._fd)
+        self._fd = None
+
+
+def check_output_path(config: RunConfig) -> None:
+    """Refuse an output in a missing folder, or one that is the input itself."""
+    folder = os.path.dirname(os.path.abspath(config.output))
+    if not os.path.isdir(folder):
+        raise UsageError(
+            f"-o {config.output}: the folder {folder} does not exist; create it "
+            "or choose another output path"
+        )
+    if config.input != "-" and os.path.exists(config.input):
+        names = [config.output, checkpoint_path(config.output)]
+        for name in names:
+            if os.path.exists(name) and os.path.samefile(name, config.input):
+                raise UsageError(
+                    f"-o {config.output} would overwrite the input; choose "
+                    "another output path"
+                )
+        if os.path.abspath(config.output) == os.path.abspath(config.input):
+            raise UsageError(
+                f"-o {config.output} is the input file; choose another output path"
+            )
 
 
 def checkpoint_path(output: str) -> str:

@@ -97,11 +97,23 @@ class Runner:
         self._done_keys: set[str] | None = None
         self._switch_interval: float | None = None
         self._rerecorded: set[Ident] = set()
+        self._skipped_unsettled = False
+        self._lock: resume.OutputLock | None = None
 
     # ------------------------------------------------------------------ prepare
 
     def prepare(self) -> None:
-        """Open the input and the output, and work out what is left to do."""
+        """Open the input and the output, and work out what is left to do.
+
+        On failure everything opened so far is closed again.
+        """
+        try:
+            self._prepare()
+        except BaseException:
+            self.close()
+            raise
+
+    def _prepare(self) -> None:
         config = self.config
         self._source = open_source(config.input, config.source)
         self._source.check()
@@ -121,6 +133,9 @@ class Runner:
         if config.key_column:
             resume.check_duplicate_keys(config)
         self._sink = open_sink(config.output, self.fields)
+        resume.check_output_path(config)
+        self._lock = resume.OutputLock(config.output)
+        self._lock.acquire()
         plan = resume.open_output(
             config,
             self._sink,
@@ -182,10 +197,12 @@ class Runner:
             self.close()
 
     def close(self) -> None:
-        """Release the input, output and checkpoint files."""
+        """Release the input, output and checkpoint files, then the lock."""
         for resource in (self._source, self._sink, self._ledger):
             if resource is not None:
                 resource.close()
+        if self._lock is not None:
+            self._lock.release()
         self.events.close()
 
     async def _main(self) -> Summary:
@@ -219,6 +236,8 @@ class Runner:
         self.limiter = RateLimiter(config.rate, burst=config.burst)
         mark = self._ledger.watermark
         self._floor = mark.row
+        if self._retry_rows is None and self._done_keys is None:
+            self.summary.skipped_done = mark.row - config.offset
         done = sum(mark.counts.values())
         self.events.start(done, self._estimate_total())
         self.events.info(
@@ -335,6 +354,7 @@ class Runner:
             self.summary.skipped_done += 1
             if not below:
                 self._mark_recorded(row.number, -1)
+                self._skipped_unsettled = True
             return None
         if row.values is None:
             self._record(row, ident, "invalid", error=row.error)
@@ -363,6 +383,8 @@ class Runner:
                     "unknown",
                     error="sent before an interruption and never answered; the "
                     "flow may have run: check it by hand",
+                    resent=False,
+                    row_id=row_id,
                 )
                 return None
             self.summary.resent += 1
@@ -413,7 +435,11 @@ class Runner:
                 if not self.config.resend_in_doubt:
                     self._done(job, "unknown", outcome, attempts, started_at, began)
                     return
-            else:
+                job.resent = True  # the flow may run twice from here on
+            elif not job.resent:
+                # An answer that did not execute ends the doubt about this
+                # dispatch, but not about an earlier one whose answer was
+                # lost: such a row stays in doubt until its record is written.
                 ledger.released(job.ident)
             if kind is Kind.FATAL:
                 self._abort(outcome.error or "the service refused the run")
@@ -552,6 +578,9 @@ class Runner:
     def _flush(self) -> None:
         """Append pending records, then advance the watermark, then report."""
         if not self._pending:
+            if self._skipped_unsettled and self._sink is not None:
+                self._skipped_unsettled = False
+                self._settle(self._sink.end)  # move over rows skipped as done
             return
         assert self._sink is not None and self._ledger is not None
         pending, self._pending = self._pending, []
