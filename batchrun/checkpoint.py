@@ -265,7 +265,8 @@ def describe_change(old: dict[str, Any], new: dict[str, Any]) -> str | None:
         "mapping": "the variable mapping (--columns, --rename, --set, --empty, ...)",
         "key_column": "--key-column",
         "fields": "the output columns (--include-input)",
-        "source": "the input reading options (--format, --delimiter, ...)",
+        "source": "the input reading options (--format, --encoding, --delimiter, "
+        "--sheet or --offset)",
     }
     changed = [
         label for name, label in labels.items() if old.get(name) != new.get(name)

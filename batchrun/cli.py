@@ -101,10 +101,10 @@ def read_token(token_file: str | None, profile: Profile | None = None) -> Secret
             ) from None
         if not value:
             raise UsageError(f"--token-file {token_file} is empty")
-        return Secret(value)
+        return checked_token(value, f"--token-file {token_file}")
     value = os.environ.get("BATCHRUN_TOKEN", "").strip()
     if value:
-        return Secret(value)
+        return checked_token(value, "BATCHRUN_TOKEN")
     token = resolve_token(profile, os.environ)
     if token is None:
         raise UsageError(
@@ -113,6 +113,16 @@ def read_token(token_file: str | None, profile: Profile | None = None) -> Secret
             "(a token is never accepted on the command line)"
         )
     return token
+
+
+def checked_token(value: str, where: str) -> Secret:
+    """A token must be one word of printable characters."""
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise UsageError(
+            f"the token from {where} contains spaces, line breaks or control "
+            "characters; it must hold only the token"
+        )
+    return Secret(value)
 
 
 def resume_command() -> str:
@@ -352,6 +362,7 @@ def run(input_path: str, **options: Any) -> None:
         from .check import check_input
 
         try:
+            validate_run_options(options)
             source, mapping = build_reading(options)
             code = check_input(
                 input_path,
@@ -458,6 +469,25 @@ def build_reading(o: dict[str, Any]) -> tuple[SourceOptions, Mapping]:
     return source, mapping
 
 
+def validate_run_options(o: dict[str, Any]) -> None:
+    """Check the options a dry run would need to really run (not the token)."""
+    for name in ("output", "base_url", "org", "flow"):
+        if not o[name]:
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(f"missing {flag} (or set {env(name)}, or use a --profile)")
+    check_base_url(o["base_url"], allow_insecure_http=o["allow_insecure_http"])
+    check_path_segment("--org", o["org"])
+    check_path_segment("--flow", o["flow"])
+    if o["rate"]:
+        parse_rate(o["rate"])
+    from .sinks import open_sink
+
+    open_sink(o["output"], ())
+    for name in ("concurrency", "burst", "max_attempts", "max_consecutive_failures"):
+        if o[name] < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+
+
 def build_config(input_path: str, o: dict[str, Any]) -> RunConfig:
     """Validate the options and freeze them into a RunConfig."""
     for name in ("output", "base_url", "org", "flow"):
@@ -535,6 +565,9 @@ def check(input_path: str, **options: Any) -> None:
     except BatchrunError as error:
         fail(error)
         return
+    except KeyboardInterrupt:
+        click.echo("batchrun: check interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
     sys.exit(code)
 
 

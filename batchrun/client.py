@@ -40,6 +40,7 @@ class Kind(enum.Enum):
     FATAL = "fatal"  # every row would fail (bad token, unknown flow)
     RETRY = "retry"  # not executed; safe to try again
     IN_DOUBT = "in_doubt"  # sent, answer lost: the flow may have run
+    UNKNOWN = "unknown"  # answered 2xx without a session id: ran, untraceable
 
 
 @dataclass(slots=True)
@@ -55,6 +56,7 @@ class Outcome:
 
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',;]+")
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+_SESSION_ID = re.compile(rb'"sessionId"\s*:\s*"([^"\\]{1,200})"')
 
 
 def clean_message(text: str, token: Secret | None = None) -> str:
@@ -62,7 +64,10 @@ def clean_message(text: str, token: Secret | None = None) -> str:
     if token is not None and len(token.reveal()) >= MIN_REDACTED:
         text = text.replace(token.reveal(), "[redacted]")
     text = _BEARER.sub(r"\1[redacted]", text)
-    text = " ".join(_UNPRINTABLE.sub(" ", text).split())
+    text = _UNPRINTABLE.sub(" ", text)
+    if not text.isprintable():  # format characters: bidi overrides, zero widths
+        text = "".join(c if c.isprintable() else " " for c in text)
+    text = " ".join(text.split())
     if len(text) > ERROR_LIMIT:
         text = text[: ERROR_LIMIT - 1] + "…"
     return text
@@ -220,16 +225,22 @@ class FlowClient:
 
 def _success(status: int, data: bytes) -> Outcome:
     try:
-        session_id = json.loads(data).get("sessionId")
-    except (ValueError, AttributeError):
-        session_id = None
+        parsed = json.loads(data)
+        session_id = parsed.get("sessionId") if isinstance(parsed, dict) else None
+    except ValueError:
+        # A body longer than the read limit is cut; find the id in what came.
+        match = _SESSION_ID.search(data)
+        session_id = match.group(1).decode("utf-8", "replace") if match else None
+    if isinstance(session_id, int) and not isinstance(session_id, bool):
+        session_id = str(session_id)
     if not isinstance(session_id, str) or not session_id:
         return Outcome(
-            Kind.REJECTED,
+            Kind.UNKNOWN,
             status,
-            error=f"HTTP {status} without a sessionId; the flow may have run",
+            error=f"HTTP {status} without a sessionId: the flow ran, but its "
+            "session cannot be traced",
         )
-    return Outcome(Kind.SUCCEEDED, status, session_id=session_id)
+    return Outcome(Kind.SUCCEEDED, status, session_id=clean_message(session_id))
 
 
 async def _read_bounded(response: aiohttp.ClientResponse) -> bytes:

@@ -226,6 +226,8 @@ class RunConfig:
         for option, seconds in timeouts.items():
             if not seconds > 0:
                 raise UsageError(f"{option} must be a positive number of seconds")
+        if not self.max_retry_wait >= 0 or not self.grace >= 0:
+            raise UsageError("--max-retry-wait and --grace must be 0 or more seconds")
         if self.mapping.empty not in EMPTY_POLICIES:
             raise UsageError(f"--empty must be one of {', '.join(EMPTY_POLICIES)}")
         if self.in_doubt not in IN_DOUBT_POLICIES:

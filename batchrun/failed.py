@@ -17,8 +17,8 @@ from typing import Any
 from .errors import OutputError
 from .sinks import Sink
 from .sources import SourceOptions, open_source
+from .variables import ERROR_COLUMN
 
-ERROR_COLUMN = "batchrun_error"
 STATUSES = ("failed", "invalid")
 
 

@@ -29,6 +29,7 @@ class ConsoleEvents(Events):
         self._done_before = 0
         self._last = 0
         self._last_draw = 0.0
+        self._counts: dict[str, int] = {}
 
     def configured(self, config: RunConfig) -> None:
         """The run's configuration is known (the token stays out of it)."""
@@ -45,7 +46,7 @@ class ConsoleEvents(Events):
             total=total,
             initial=done,
             unit="row",
-            unit_scale=True,
+            unit_scale=False,
             dynamic_ncols=True,
             file=self.stream,
             smoothing=0.1,
@@ -55,6 +56,7 @@ class ConsoleEvents(Events):
     def progress(self, counts: dict[str, int]) -> None:
         if self._bar is None:
             return
+        self._counts = counts
         done = sum(counts.values())
         bar = self._bar
         if bar.total is not None and self._done_before + done > bar.total:
@@ -82,6 +84,14 @@ class ConsoleEvents(Events):
             self.notice(message)
 
     def close(self) -> None:
+        if self._bar is not None and self._counts:
+            counts = self._counts
+            self._bar.set_postfix(
+                ok=counts.get("succeeded", 0),
+                failed=counts.get("failed", 0) + counts.get("unknown", 0),
+                invalid=counts.get("invalid", 0),
+                refresh=True,
+            )
         if self._bar is not None:
             self._bar.close()
             self._bar = None

@@ -47,8 +47,8 @@ from .errors import (
     BatchrunError,
     InputError,
 )
-from .failed import ERROR_COLUMN, failed_rows, write_failed
 from .failed import default_path as default_failed_path
+from .failed import failed_rows, write_failed
 from .limiter import RateLimiter
 from .retry import RetryPolicy, parse_retry_after
 from .rows import Row
@@ -363,11 +363,8 @@ class Runner:
             self._record(row, ident, "invalid", error=f"empty {config.key_column}")
             return None
         row_id = self._row_id(ident)
-        values = row.values
-        if ERROR_COLUMN in values:  # fed back from a failed-rows file
-            values = {k: v for k, v in values.items() if k != ERROR_COLUMN}
         try:
-            variables = self.mapper.variables(values, row_id)
+            variables = self.mapper.variables(row.values, row_id)
             body = encode_body(variables)
         except RowProblem as exc:
             self._record(row, ident, "invalid", error=f"line {row.line}: {exc}")
@@ -430,6 +427,9 @@ class Runner:
             kind = outcome.kind
             if kind is Kind.SUCCEEDED:
                 self._done(job, "succeeded", outcome, attempts, started_at, began)
+                return
+            if kind is Kind.UNKNOWN:
+                self._done(job, "unknown", outcome, attempts, started_at, began)
                 return
             if kind is Kind.IN_DOUBT:
                 if not self.config.resend_in_doubt:

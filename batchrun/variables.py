@@ -7,6 +7,9 @@ from typing import Any
 
 from .config import Mapping
 
+# The column a failed-rows file adds; it is never sent.
+ERROR_COLUMN = "batchrun_error"
+
 
 class RowProblem(Exception):
     """This row cannot be sent; the message says why (recorded as invalid)."""
@@ -24,7 +27,12 @@ class VariableMapper:
             self.check_columns(columns)
 
     def check_columns(self, columns: list[str]) -> None:
-        """Raise RowProblem if a named column is not in the header."""
+        """Raise RowProblem if the mapping does not fit the header.
+
+        A named column must exist; two columns (or a column and a --set
+        constant or the --row-id-var) must not end up as one variable; a
+        --require'd variable must be one the rows can carry.
+        """
         named = set(self._keep or ()) | set(self._rename)
         missing = [name for name in named if name not in columns]
         if missing:
@@ -32,10 +40,46 @@ class VariableMapper:
                 f"column(s) {', '.join(sorted(missing))} not in the header; "
                 f"the header has: {', '.join(columns)}"
             )
+        sources: dict[str, str] = {}
+        for column in columns:
+            if column == ERROR_COLUMN:
+                continue
+            if self._keep is not None and column not in self._keep:
+                continue
+            variable = self._rename.get(column, column)
+            if variable in sources:
+                raise RowProblem(
+                    f"columns {sources[variable]!r} and {column!r} would both be "
+                    f"sent as {variable!r}; change --rename or --columns"
+                )
+            sources[variable] = column
+        extra = list(self._constants)
+        if self.mapping.row_id_var:
+            extra.append(self.mapping.row_id_var)
+        for variable in extra:
+            if variable in sources:
+                raise RowProblem(
+                    f"{variable!r} is both a column and a --set or --row-id-var "
+                    "variable; rename one of them"
+                )
+        carried = set(sources) | set(extra)
+        unknown = [name for name in self.mapping.require if name not in carried]
+        if unknown:
+            raise RowProblem(
+                f"--require {', '.join(unknown)}: no such variable; the rows "
+                f"carry: {', '.join(sorted(carried))}"
+            )
 
     def variables(self, values: dict[str, Any], row_id: str) -> dict[str, Any]:
         """Return the variable map for one row's values."""
         mapping = self.mapping
+        if ERROR_COLUMN in values:  # a row fed back from a failed-rows file
+            values = {k: v for k, v in values.items() if k != ERROR_COLUMN}
+            if not values:
+                raise RowProblem(
+                    f"only a {ERROR_COLUMN} value: the row's data was lost; "
+                    "restore it from the original input"
+                )
         if mapping.is_identity:
             return values
         result: dict[str, Any] = {}
@@ -65,6 +109,11 @@ def encode_body(variables: dict[str, Any]) -> bytes:
     """Serialize variables as strict JSON (never NaN or Infinity)."""
     try:
         text = json.dumps(variables, ensure_ascii=False, allow_nan=False)
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RowProblem(
+            "a value holds a lone UTF-16 surrogate (such as \\ud800), which "
+            "is not text; fix the value"
+        ) from None
     except (TypeError, ValueError) as exc:
         raise RowProblem(f"values cannot be sent as JSON: {exc}") from exc
-    return text.encode("utf-8")

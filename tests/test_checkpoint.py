@@ -548,7 +548,8 @@ def test_describe_change_is_none_for_the_same_identity() -> None:
         ({"fields": ["row"]}, "the output columns (--include-input)"),
         (
             {"source": {"format": "tsv"}},
-            "the input reading options (--format, --delimiter, ...)",
+            "the input reading options (--format, --encoding, --delimiter, "
+            "--sheet or --offset)",
         ),
         (
             {"org": "o2", "base_url": "https://x", "flow": "f"},

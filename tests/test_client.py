@@ -320,14 +320,30 @@ def test_200_with_session_id_succeeds() -> None:
 @pytest.mark.parametrize(
     "flow", ["no-session", "empty-session", "list-body", "text-200"]
 )
-def test_200_without_session_id_is_rejected(flow: str) -> None:
+def test_200_without_session_id_is_unknown(flow: str) -> None:
     outcome, _ = call(flow)
 
     assert outcome == Outcome(
-        Kind.REJECTED,
+        Kind.UNKNOWN,
         200,
-        error="HTTP 200 without a sessionId; the flow may have run",
+        error="HTTP 200 without a sessionId: the flow ran, but its session "
+        "cannot be traced",
     )
+
+
+def test_session_id_found_in_a_body_longer_than_the_read_limit() -> None:
+    from batchrun.client import _success
+
+    body = b'{"sessionId": "abc-123", "result": "' + b"x" * 100_000
+    outcome = _success(200, body[:65536])
+
+    assert outcome == Outcome(Kind.SUCCEEDED, 200, session_id="abc-123")
+
+
+def test_numeric_session_id_is_kept_as_text() -> None:
+    from batchrun.client import _success
+
+    assert _success(200, b'{"sessionId": 12345}').session_id == "12345"
 
 
 # --------------------------------------------------------------- rejected

@@ -872,7 +872,7 @@ def test_check_exits_2_when_the_file_cannot_be_used(
 
 
 @pytest.mark.parametrize(
-    ("extra", "code"), [((), 0), (("--require", "plan"), 1)], ids=["clean", "problems"]
+    ("extra", "code"), [((), 0), (("--require", "email"), 1)], ids=["clean", "problems"]
 )
 def test_dry_run_prints_the_check_and_sends_nothing(
     serve: Any, tmp_path: Path, extra: tuple[str, ...], code: int

@@ -278,11 +278,6 @@ def test_hostile_cells_are_neutralized_only_in_spreadsheet_outputs(
         assert shown == {n: row["note"] for n, row in rows.items()}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ExcelSink.finish writes the header row without spreadsheet_safe, so "
-    "an input column named =... becomes a formula in the .xlsx output",
-)
 def test_xlsx_output_header_never_holds_a_formula(serve: Any, tmp_path: Path) -> None:
     service = serve()
     header = ['=HYPERLINK("http://x")', "@cmd"]
@@ -410,11 +405,6 @@ def test_fixed_failed_rows_fed_back_are_sent_without_the_error_column(
     assert not (tmp_path / "second.failed.csv").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="check_input maps row.values as read, batchrun_error included, while "
-    "Runner._plan drops that column: check shows a variable run never sends",
-)
 def test_check_of_a_failed_rows_file_shows_what_run_sends(
     serve: Any, tmp_path: Path
 ) -> None:
@@ -475,12 +465,6 @@ def test_failed_rows_file_keeps_the_cells_of_a_ragged_row(
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an unparsable JSON Lines row goes to the failed-rows file as "
-    '{"batchrun_error": ...} alone; fed back, it is a valid row with no '
-    "variables and the flow is executed with an empty body",
-)
 def test_unparsable_line_fed_back_unchanged_is_not_executed(
     serve: Any, tmp_path: Path
 ) -> None:
@@ -862,12 +846,6 @@ def test_service_error_text_is_bounded_printable_and_redacted(
         assert TOKEN.encode() not in path.read_bytes(), path
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="client.clean_message removes only C0 and C1 control characters; "
-    "Unicode format characters such as U+202E (right-to-left override) pass "
-    "into the error column and reorder what a person reads",
-)
 def test_service_error_text_has_no_invisible_format_characters(
     serve: Any, tmp_path: Path
 ) -> None:

@@ -83,7 +83,7 @@ class ExcelSink(JournalSink):
 
         workbook = Workbook(write_only=True)
         sheet = workbook.create_sheet("results")
-        sheet.append(list(self.fields))
+        sheet.append([spreadsheet_safe(name) for name in self.fields])
         for chunk in self._chunks():
             for record in chunk:
                 sheet.append(

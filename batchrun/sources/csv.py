@@ -126,6 +126,14 @@ class CsvSource(Source):
         textio.check_decodable(
             self.path, self.codec, user_encoding=self.options.encoding is not None
         )
+        if self.path == "-" or not textio.odd_quotes(self.path, self.codec):
+            return
+        # Every well-formed quoted field holds an even number of quote
+        # characters, so an odd total means a quote that never closes. Find
+        # it with the reader itself, which names the line.
+        with CsvSource(self.path, self.format, self.options) as again:
+            for _ in again.batches():
+                pass
 
     def close(self) -> None:
         if self._pending is not None:

@@ -276,3 +276,20 @@ def check_decodable(path: str, codec: str, *, user_encoding: bool) -> None:
     finally:
         close_raw(stream)
     raise InputError(f"{path}: is not valid {codec}; check --encoding")
+
+
+def odd_quotes(path: str, codec: str) -> bool:
+    """True if the file holds an odd number of double quotes (fast byte count).
+
+    Only meaningful for encodings in which a quote is the single byte 0x22.
+    """
+    if not splits_on_newline_byte(codec):
+        return False
+    count = 0
+    stream, _ = open_raw(path)
+    try:
+        while block := stream.read(CHECK_BLOCK):
+            count += block.count(b'"')
+    finally:
+        close_raw(stream)
+    return count % 2 == 1
