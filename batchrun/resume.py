@@ -248,10 +248,13 @@ def resume(
         mark.out_end = mark.scan_from = sink.end
     by_key = config.key_column is not None
     last_at, last_status, heap = _scan(config, state, sink, notice)
+    # A dispatch with a record at or after it was answered and recorded; one
+    # without is in doubt. Only those stay outstanding in the checkpoint.
+    state.outstanding = {
+        i: out for i, out in state.outstanding.items() if last_at.get(i, -1) < out
+    }
     plan = Resumption(Ledger.resume(path, state), resumed=True, ahead_heap=heap)
-    for ident_, out in state.outstanding.items():
-        if last_at.get(ident_, -1) < out:
-            plan.in_doubt.add(ident_)
+    plan.in_doubt.update(state.outstanding)
     retry = config.retry_failed
     if retry:
         plan.retry_rows = {i for i, status in last_status.items() if status == "failed"}

@@ -48,9 +48,15 @@ class VariableMapper:
                 continue
             variable = self._rename.get(column, column)
             if variable in sources:
+                renames = [
+                    f"--rename {name}={self._rename[name]}"
+                    for name in (sources[variable], column)
+                    if name in self._rename
+                ]
                 raise RowProblem(
                     f"columns {sources[variable]!r} and {column!r} would both be "
-                    f"sent as {variable!r}; change --rename or --columns"
+                    f"sent as {variable!r} ({', '.join(renames) or 'same name'}); "
+                    "change --rename or --columns"
                 )
             sources[variable] = column
         extra = list(self._constants)

@@ -677,12 +677,6 @@ def test_rename_and_set_change_names_and_add_constants(
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="VariableMapper.variables writes renamed columns into one dict, so "
-    "--rename first_name=email silently replaces the email column's value; "
-    "nothing checks that two columns end up under one variable name",
-)
 def test_rename_onto_an_existing_column_exits_2_before_any_request(
     serve: Any, tmp_path: Path
 ) -> None:

@@ -515,12 +515,6 @@ def test_failed_rows_file_follows_retry_failed_until_it_is_gone(
     assert set(last_records(output).values()) == {"succeeded"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Runner._flush returns early when nothing is pending, so rows skipped "
-    "as done after the last record stay in _recorded_ahead; _finish then sees "
-    "the run unsettled and never calls _compact for --key-column runs",
-)
 def test_retry_failed_by_key_leaves_one_record_per_row(
     serve: Any, tmp_path: Path
 ) -> None:
