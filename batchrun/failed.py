@@ -70,7 +70,7 @@ def write_failed(
                     for row in batch:
                         error = rows.get(row.number)
                         if error is not None:
-                            write(row.values, error)
+                            write(row.values or row.raw, error)
                             written += 1
         os.replace(temporary, target)
     except OSError as exc:
@@ -84,7 +84,11 @@ def _csv_writer(file: Any, columns: list[str]) -> Any:
     writer = csv.writer(file, lineterminator="\r\n")
     writer.writerow([*columns, ERROR_COLUMN])
 
-    def write(values: dict[str, Any] | None, error: str) -> None:
+    def write(values: dict[str, Any] | list[str] | None, error: str) -> None:
+        if isinstance(values, list):  # a row with the wrong number of fields
+            cells = values + [""] * (len(columns) - len(values))
+            writer.writerow([*cells, error])
+            return
         values = values or {}
         writer.writerow([_cell(values.get(name, "")) for name in columns] + [error])
 
@@ -92,8 +96,8 @@ def _csv_writer(file: Any, columns: list[str]) -> Any:
 
 
 def _jsonl_writer(file: Any) -> Any:
-    def write(values: dict[str, Any] | None, error: str) -> None:
-        record = dict(values or {})
+    def write(values: dict[str, Any] | list[str] | None, error: str) -> None:
+        record = dict(values) if isinstance(values, dict) else {}
         record[ERROR_COLUMN] = error
         file.write(json.dumps(record, ensure_ascii=False) + "\n")
 

@@ -17,7 +17,9 @@ class Row:
     values exactly as the file holds them, JSON-safe; it is None when the row
     cannot become a variable map, and then ``error`` says why. ``offset`` is
     the byte offset just past the row in the raw file when the source can be
-    re-opened there (used to resume without re-reading), else None.
+    re-opened there (used to resume without re-reading), else None. ``raw``
+    keeps the cells of a CSV row that has the wrong number of fields, so the
+    failed-rows file can give them back.
     """
 
     number: int
@@ -25,3 +27,4 @@ class Row:
     values: dict[str, Any] | None
     error: str | None = None
     offset: int | None = None
+    raw: list[str] | None = None

@@ -438,11 +438,6 @@ def test_check_of_a_failed_rows_file_shows_what_run_sends(
     ] * 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a CSV row with the wrong number of fields has Row.values None, so "
-    "failed.write_failed writes it with every cell empty: its data is lost",
-)
 def test_failed_rows_file_keeps_the_cells_of_a_ragged_row(
     serve: Any, tmp_path: Path
 ) -> None:

@@ -290,7 +290,7 @@ class CsvSource(Source):
                 batch.append(Row(number, line, values, None, offset))
             else:
                 error = f"line {line}: {len(record)} fields, {expected}"
-                batch.append(Row(number, line, None, error, offset))
+                batch.append(Row(number, line, None, error, offset, record))
             if len(batch) >= size:
                 yield batch
                 batch = []
