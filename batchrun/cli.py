@@ -184,6 +184,44 @@ def input_options(function: F) -> F:
     return function
 
 
+def raw_option(args: list[str], name: str) -> str | None:
+    """The value of ``name`` in unparsed arguments (``--x V`` or ``--x=V``)."""
+    for index, arg in enumerate(args):
+        if arg == name and index + 1 < len(args):
+            return args[index + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+class RunCommand(click.Command):
+    """`run`, whose own usage errors also honour --summary-json and --log-format.
+
+    Click rejects a malformed option value before the command starts; a
+    scheduled job still gets its summary file and JSON error line.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        raw = list(args)
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as error:
+            message = error.format_message()
+            path = raw_option(raw, "--summary-json") or os.environ.get(
+                env("summary_json")
+            )
+            write_summary_json(path, {"exit_code": 2, "error": message})
+            log_format = raw_option(raw, "--log-format") or os.environ.get(
+                env("log_format")
+            )
+            if log_format == "json":
+                from .progress import JsonEvents
+
+                JsonEvents().emit("error", message=message, exit_code=2)
+                ctx.exit(2)
+            raise
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="batchrun")
 def main() -> None:
@@ -196,7 +234,7 @@ def main() -> None:
     """
 
 
-@main.command()
+@main.command(cls=RunCommand)
 @click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
 @profile_options
 @option(

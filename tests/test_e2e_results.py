@@ -651,11 +651,6 @@ def test_summary_json_on_a_usage_error_holds_exit_code_2_and_the_error(
     assert logged(service) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="click rejects a malformed option value before cli.run starts, so "
-    "neither --summary-json nor --log-format json is honoured for it",
-)
 @pytest.mark.parametrize("aspect", ["summary-json", "log-format"])
 def test_malformed_option_value_is_reported_as_asked(
     serve: Any, tmp_path: Path, aspect: str
