@@ -326,7 +326,6 @@ class Runner:
                 below = row.number <= floor
                 if below and self._retry_rows is None:
                     continue
-                self.summary.read += 1
                 job = self._plan(row, below)
                 if job is not None:
                     await self._queue.put(job)
@@ -356,6 +355,7 @@ class Runner:
                 self._mark_recorded(row.number, -1)
                 self._skipped_unsettled = True
             return None
+        self.summary.read += 1
         if row.values is None:
             self._record(row, ident, "invalid", error=row.error)
             return None

@@ -65,8 +65,9 @@ class VariableMapper:
         for variable in extra:
             if variable in sources:
                 raise RowProblem(
-                    f"{variable!r} is both a column and a --set or --row-id-var "
-                    "variable; rename one of them"
+                    f"{variable!r} would be sent both from column "
+                    f"{sources[variable]!r} and by --set or --row-id-var; rename "
+                    "one of them"
                 )
         carried = set(sources) | set(extra)
         unknown = [name for name in self.mapping.require if name not in carried]

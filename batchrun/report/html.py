@@ -300,7 +300,8 @@ def _errors_section(errors: dict[str, Any], rows: int) -> str:
     if not top:
         return _section(title, "", '<p class="empty">No row has an error.</p>')
     lede = (
-        f"{errors['rows']:,} rows with an error, {errors['kinds']:,} kinds. Numbers "
+        f"{errors['rows']:,} rows with an error, {errors['kinds']:,} "
+        f"{'kind' if errors['kinds'] == 1 else 'kinds'}. Numbers "
         "and ids that differ from row to row are shown as N and ID."
     )
     return _section(title, lede, error_bars(top) + _error_table(errors, rows))
