@@ -90,12 +90,13 @@ def test_retry_after_is_honoured_per_row_and_across_the_pool(
                 assert after["time"] - before["time"] >= 1.0, row
     # The pause holds the whole pool: after a 429, the only requests that
     # arrive within its Retry-After are those already sent when it was
-    # answered (at most the other in-flight requests, within moments).
+    # answered (the other in-flight requests, within a quarter second even
+    # on a busy machine).
     for throttle in throttles:
         inside = [
             r
             for r in log
-            if throttle["time"] + 0.05 < r["time"] < throttle["time"] + 1.0
+            if throttle["time"] + 0.25 < r["time"] < throttle["time"] + 1.0
         ]
         assert inside == [], (throttle, inside[:3])
     recorded = records(output)
