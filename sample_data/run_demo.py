@@ -1,5 +1,7 @@
 """`make demo`: run the sample contacts through a local flow service.
 
+    python sample_data/run_demo.py [OUT_DIR]     (default: out/)
+
 Starts `batchrun serve` on a free loopback port with the sample flows file,
 runs `batchrun run` on sample_data/contacts.csv (fresh output each time),
 prints where the results are, and stops the service. The token is a
@@ -50,11 +52,12 @@ def start_service(log: Path) -> tuple[subprocess.Popen[str], str]:
 
 
 def main() -> int:
-    OUT.mkdir(exist_ok=True)
-    output = OUT / "demo-results.csv"
-    for stale in OUT.glob("demo-results.csv*"):
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else OUT
+    out.mkdir(exist_ok=True)
+    output = out / "demo-results.csv"
+    for stale in out.glob("demo-results*"):
         stale.unlink()
-    service, url = start_service(OUT / "demo-service-log.jsonl")
+    service, url = start_service(out / "demo-service-log.jsonl")
     print(f"demo: local flow service at {url}", flush=True)
     try:
         env = dict(os.environ, BATCHRUN_TOKEN="demo-token")
@@ -80,8 +83,11 @@ def main() -> int:
     finally:
         service.terminate()
         service.wait(timeout=15)
-    print(f"demo: results in {output.relative_to(Path.cwd())}")
-    print("demo: the service's request log is out/demo-service-log.jsonl")
+    print(f"demo: results in {os.path.relpath(output)}")
+    print(
+        "demo: the service's request log is "
+        f"{os.path.relpath(out / 'demo-service-log.jsonl')}"
+    )
     if code == 1:
         print(
             "demo: exit code 1 is expected: a few sample rows lack a required "
