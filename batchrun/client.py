@@ -23,10 +23,8 @@ import aiohttp
 
 from . import __version__
 from .config import Secret
+from .redact import ERROR_LIMIT, clean_message
 
-ERROR_LIMIT = 200
-# Shorter tokens are not searched for in text: it would mangle every message.
-MIN_REDACTED = 6
 BODY_LIMIT = 64 * 1024
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 FATAL_STATUSES = frozenset({401, 404})
@@ -54,23 +52,7 @@ class Outcome:
     retry_after: str | None = None
 
 
-_BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',;]+")
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
 _SESSION_ID = re.compile(rb'"sessionId"\s*:\s*"([^"\\]{1,200})"')
-
-
-def clean_message(text: str, token: Secret | None = None) -> str:
-    """Make a service message short, printable and free of credentials."""
-    if token is not None and len(token.reveal()) >= MIN_REDACTED:
-        text = text.replace(token.reveal(), "[redacted]")
-    text = _BEARER.sub(r"\1[redacted]", text)
-    text = _UNPRINTABLE.sub(" ", text)
-    if not text.isprintable():  # format characters: bidi overrides, zero widths
-        text = "".join(c if c.isprintable() else " " for c in text)
-    text = " ".join(text.split())
-    if len(text) > ERROR_LIMIT:
-        text = text[: ERROR_LIMIT - 1] + "…"
-    return text
 
 
 def describe_body(status: int, body: bytes, token: Secret | None = None) -> str:

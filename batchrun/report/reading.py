@@ -12,13 +12,13 @@ from __future__ import annotations
 import csv
 import json
 import os
-import re
 import zipfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from ..errors import InputError
+from ..redact import clean_message
 
 STATUSES = ("succeeded", "failed", "invalid", "unknown")
 FIELDS = (
@@ -48,17 +48,10 @@ MILLISECOND = timedelta(milliseconds=1)
 
 # ---------------------------------------------------------------- clean text
 
-_BEARER = re.compile(r"(?i)\b(bearer\s+)[^\s\"',;]+")
-_UNPRINTABLE = re.compile(
-    r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]+"
-)
-
 
 def safe_text(text: str, limit: int = EXAMPLE_LIMIT) -> str:
     """Text from the data made safe to show: one line, printable, no credentials."""
-    text = _BEARER.sub(r"\1[redacted]", text)
-    text = " ".join(_UNPRINTABLE.sub(" ", text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return clean_message(text, limit=limit)
 
 
 # ------------------------------------------------------------------- records
