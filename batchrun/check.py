@@ -13,10 +13,34 @@ from typing import Any, TextIO
 
 from .config import Mapping
 from .errors import EXIT_OK, EXIT_ROWS_FAILED, InputError
+from .resume import key_text
 from .sources import SourceOptions, open_source
 from .variables import RowProblem, VariableMapper, encode_body
 
 MAX_LISTED = 50
+
+
+def check_header(
+    path: str,
+    columns: list[str] | None,
+    mapper: VariableMapper,
+    key_column: str | None,
+) -> None:
+    """Raise InputError if the mapping or --key-column does not fit the header.
+
+    Formats without a header (JSON Lines) are checked row by row instead.
+    """
+    if columns is None:
+        return
+    try:
+        mapper.check_columns(columns)
+    except RowProblem as exc:
+        raise InputError(f"{path}: {exc}") from None
+    if key_column and key_column not in columns:
+        raise InputError(
+            f"{path}: --key-column {key_column!r} is not a column; the header "
+            f"has: {', '.join(columns)}"
+        )
 
 
 def check_input(
@@ -50,16 +74,7 @@ def check_input(
     with open_source(path, options) as source:
         source.check()
         columns = source.columns
-        if columns is not None:
-            try:
-                mapper.check_columns(columns)
-            except RowProblem as exc:
-                raise InputError(f"{path}: {exc}") from None
-            if key_column and key_column not in columns:
-                raise InputError(
-                    f"{path}: --key-column {key_column!r} is not a column; the "
-                    f"header has: {', '.join(columns)}"
-                )
+        check_header(path, columns, mapper, key_column)
         last = offset + limit if limit is not None else None
         for batch in source.batches():
             for row in batch:
@@ -73,9 +88,8 @@ def check_input(
                     problem(f"row {row.number}: {row.error}")
                     continue
                 if key_column:
-                    value = row.values.get(key_column)
-                    key = value if isinstance(value, str) else json.dumps(value)
-                    if value in (None, ""):
+                    key = key_text(row.values.get(key_column))
+                    if key == "":
                         problem(f"{where}: empty {key_column}")
                     elif key in keys:
                         problem(

@@ -54,8 +54,9 @@ def env(name: str) -> str:
 def option(*names: str, **kwargs: Any) -> Callable[[F], F]:
     """A click option that can also come from its BATCHRUN_* variable."""
     long = next(n for n in names if n.startswith("--")).lstrip("-")
-    kwargs.setdefault("envvar", env(long))
-    kwargs.setdefault("show_envvar", True)
+    if not kwargs.pop("one_off", False):  # one-off actions have no variable
+        kwargs.setdefault("envvar", env(long))
+        kwargs.setdefault("show_envvar", True)
     return click.option(*names, **kwargs)
 
 
@@ -316,15 +317,13 @@ def main() -> None:
 @option(
     "--restart",
     is_flag=True,
-    envvar=None,
-    show_envvar=False,
+    one_off=True,
     help="Start over; the old output is kept under a new name.",
 )
 @option(
     "--retry-failed",
     is_flag=True,
-    envvar=None,
-    show_envvar=False,
+    one_off=True,
     help="Send again only the rows whose last status is failed.",
 )
 @option(
@@ -365,8 +364,7 @@ def main() -> None:
 @option(
     "--dry-run",
     is_flag=True,
-    envvar=None,
-    show_envvar=False,
+    one_off=True,
     help="Check the input as `batchrun check` does; send nothing.",
 )
 @option(
@@ -397,23 +395,7 @@ def run(input_path: str, **options: Any) -> None:
 
     verbose = options["verbose"]
     if options["dry_run"]:
-        from .check import check_input
-
-        try:
-            validate_run_options(options)
-            source, mapping = build_reading(options)
-            code = check_input(
-                input_path,
-                source,
-                mapping,
-                key_column=options["key_column"],
-                limit=options["limit"],
-                offset=options["offset"],
-            )
-        except BatchrunError as error:
-            fail(error)
-            return
-        sys.exit(code)
+        run_check(input_path, options, lambda: dry_run_reading(input_path, options))
     json_logs = options["log_format"] == "json"
     if verbose:
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
@@ -507,27 +489,14 @@ def build_reading(o: dict[str, Any]) -> tuple[SourceOptions, Mapping]:
     return source, mapping
 
 
-def validate_run_options(o: dict[str, Any]) -> None:
-    """Check the options a dry run would need to really run (not the token)."""
-    for name in ("output", "base_url", "org", "flow"):
-        if not o[name]:
-            flag = "--" + name.replace("_", "-")
-            raise UsageError(f"missing {flag} (or set {env(name)}, or use a --profile)")
-    check_base_url(o["base_url"], allow_insecure_http=o["allow_insecure_http"])
-    check_path_segment("--org", o["org"])
-    check_path_segment("--flow", o["flow"])
-    if o["rate"]:
-        parse_rate(o["rate"])
-    from .sinks import open_sink
+def build_config(
+    input_path: str, o: dict[str, Any], token: Secret | None = None
+) -> RunConfig:
+    """Validate the options and freeze them into a RunConfig.
 
-    open_sink(o["output"], ())
-    for name in ("concurrency", "burst", "max_attempts", "max_consecutive_failures"):
-        if o[name] < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
-
-
-def build_config(input_path: str, o: dict[str, Any]) -> RunConfig:
-    """Validate the options and freeze them into a RunConfig."""
+    The token is read from --token-file, BATCHRUN_TOKEN or the profile unless
+    one is given.
+    """
     for name in ("output", "base_url", "org", "flow"):
         if not o[name]:
             flag = "--" + name.replace("_", "-")
@@ -547,7 +516,7 @@ def build_config(input_path: str, o: dict[str, Any]) -> RunConfig:
         input=input_path,
         output=o["output"],
         target=target,
-        token=read_token(o["token_file"], current_profile()),
+        token=token or read_token(o["token_file"], current_profile()),
         source=source,
         mapping=mapping,
         concurrency=o["concurrency"],
@@ -587,10 +556,30 @@ def check(input_path: str, **options: Any) -> None:
     found. Exit codes: 0 clean, 1 some rows have problems, 2 the file cannot
     be used.
     """
+    run_check(input_path, options, lambda: build_reading(options))
+
+
+def dry_run_reading(
+    input_path: str, options: dict[str, Any]
+) -> tuple[SourceOptions, Mapping]:
+    """Validate every run option as a real run would, except the token."""
+    from .sinks import open_sink
+
+    config = build_config(input_path, options, Secret("not-used-by-a-dry-run"))
+    open_sink(config.output, ())  # an output extension batchrun can write
+    return config.source, config.mapping
+
+
+def run_check(
+    input_path: str,
+    options: dict[str, Any],
+    reading: Callable[[], tuple[SourceOptions, Mapping]],
+) -> None:
+    """`check` and `run --dry-run`: validate, read INPUT, print, exit."""
     from .check import check_input
 
     try:
-        source, mapping = build_reading(options)
+        source, mapping = reading()
         code = check_input(
             input_path,
             source,
@@ -598,7 +587,7 @@ def check(input_path: str, **options: Any) -> None:
             key_column=options["key_column"],
             limit=options["limit"],
             offset=options["offset"],
-            show=options["show"],
+            show=options.get("show", 3),
         )
     except BatchrunError as error:
         fail(error)

@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import resume
+from .check import check_header
 from .checkpoint import Ident, Ledger, Watermark
 from .client import FlowClient, Kind, Outcome
 from .config import RunConfig
@@ -45,7 +46,6 @@ from .errors import (
     EXIT_OK,
     EXIT_ROWS_FAILED,
     BatchrunError,
-    InputError,
 )
 from .failed import default_path as default_failed_path
 from .failed import failed_rows, write_failed
@@ -119,16 +119,7 @@ class Runner:
         self._source.check()
         self._columns = self._source.columns
         self.mapper = VariableMapper(config.mapping)
-        if self._columns is not None:
-            try:
-                self.mapper.check_columns(self._columns)
-            except RowProblem as exc:
-                raise InputError(f"{config.input}: {exc}") from None
-            if config.key_column and config.key_column not in self._columns:
-                raise InputError(
-                    f"{config.input}: --key-column {config.key_column!r} is not a "
-                    f"column; the header has: {', '.join(self._columns)}"
-                )
+        check_header(config.input, self._columns, self.mapper, config.key_column)
         self.fields = self._output_fields()
         if config.key_column:
             resume.check_duplicate_keys(config)
