@@ -722,37 +722,15 @@ class Runner:
     # ------------------------------------------------------------------ totals
 
     def _estimate_total(self) -> int | None:
-        """Rows in the input (for the progress bar's ETA), if cheap to know."""
-        config = self.config
-        path, fmt = config.input, self._source.format if self._source else ""
-        try:
-            if fmt == "parquet":
-                import pyarrow.parquet as pq
-
-                total = int(pq.ParquetFile(path).metadata.num_rows)
-            elif fmt in ("csv", "tsv", "jsonl") and path != "-":
-                if os.path.splitext(path)[1].lower() in (".gz", ".zst", ".bz2"):
-                    return None
-                total = _count_lines(path) - (1 if fmt != "jsonl" else 0)
-            else:
-                return None
-        except (OSError, ValueError):
+        """Rows this run covers (for the progress bar's ETA), if known."""
+        assert self._source is not None
+        total = self._source.estimated_rows()
+        if total is None:
             return None
-        total -= config.offset
-        if config.limit is not None:
-            total = min(total, config.limit)
+        total -= self.config.offset
+        if self.config.limit is not None:
+            total = min(total, self.config.limit)
         return max(total, 0)
-
-
-def _count_lines(path: str) -> int:
-    """Count lines fast (a quoted newline counts too, so this is an estimate)."""
-    count = 0
-    last = b"\n"
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            count += chunk.count(b"\n")
-            last = chunk[-1:]
-    return count + (last != b"\n")
 
 
 def _error_kind(error: str | None) -> str:

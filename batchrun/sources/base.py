@@ -61,6 +61,13 @@ class Source(abc.ABC):
         Called once before a run sends anything; raises InputError.
         """
 
+    def estimated_rows(self) -> int | None:
+        """About how many data rows the file holds, if cheap to know.
+
+        Only for the progress bar's ETA; text formats know it after check().
+        """
+        return None
+
     def close(self) -> None:  # noqa: B027
         """Release the file handle; safe to call twice."""
 

@@ -96,6 +96,7 @@ class CsvSource(Source):
         if csv.field_size_limit() < FIELD_LIMIT:
             csv.field_size_limit(FIELD_LIMIT)
         self.codec = textio.codec_name(options.encoding)
+        self._counts = textio.TextCounts(None, None)
         self.delimiter = options.delimiter or ("\t" if fmt == "tsv" else None)
         self._columns: list[str] = []
         self._header_offset = 0
@@ -123,10 +124,10 @@ class CsvSource(Source):
             textio.close_raw(current.stream)
 
     def check(self) -> None:
-        textio.check_decodable(
+        self._counts = textio.check_text(
             self.path, self.codec, user_encoding=self.options.encoding is not None
         )
-        if self.path == "-" or not textio.odd_quotes(self.path, self.codec):
+        if not (self._counts.quotes or 0) % 2:
             return
         # Every well-formed quoted field holds an even number of quote
         # characters, so an odd total means a quote that never closes. Find
@@ -134,6 +135,10 @@ class CsvSource(Source):
         with CsvSource(self.path, self.format, self.options) as again:
             for _ in again.batches():
                 pass
+
+    def estimated_rows(self) -> int | None:
+        newlines = self._counts.newlines
+        return None if newlines is None else max(newlines - 1, 0)  # the header
 
     def close(self) -> None:
         if self._pending is not None:

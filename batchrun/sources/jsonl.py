@@ -78,12 +78,16 @@ class JsonlSource(Source):
     def __init__(self, path: str, fmt: str, options: SourceOptions) -> None:
         super().__init__(path, fmt, options)
         self.codec = textio.codec_name(options.encoding)
+        self._counts = textio.TextCounts(None, None)
         self._used = False
 
     def check(self) -> None:
-        textio.check_decodable(
+        self._counts = textio.check_text(
             self.path, self.codec, user_encoding=self.options.encoding is not None
         )
+
+    def estimated_rows(self) -> int | None:
+        return self._counts.newlines  # blank lines count too: an estimate
 
     def batches(self, start: Position | None = None) -> Iterator[list[Row]]:
         """Yield row batches, seeking to ``start.offset`` when the file allows."""

@@ -145,6 +145,9 @@ class ParquetSource(Source):
         """The schema's column names, in file order."""
         return list(self._columns)
 
+    def estimated_rows(self) -> int | None:
+        return int(self._file.metadata.num_rows)
+
     def close(self) -> None:
         self._file.close()
 

@@ -17,6 +17,7 @@ import os
 import sys
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from itertools import accumulate
 from typing import IO, NoReturn
 
@@ -249,22 +250,41 @@ class Lines:
         return "pass the file's encoding, for example --encoding cp1252"
 
 
-def check_decodable(path: str, codec: str, *, user_encoding: bool) -> None:
-    """Raise InputError, naming the line and byte, if the file does not decode.
+@dataclass(frozen=True, slots=True)
+class TextCounts:
+    """Byte counts gathered while checking a text file: line ends and quotes.
+
+    Both are None for encodings in which those characters are not single
+    bytes (UTF-16, UTF-32).
+    """
+
+    newlines: int | None
+    quotes: int | None
+
+
+def check_text(path: str, codec: str, *, user_encoding: bool) -> TextCounts:
+    """Check the whole file decodes, counting line ends and quotes on the way.
 
     Run before anything is sent, so a file in the wrong encoding stops the
-    run at once instead of part-way through. It decodes large blocks (fast);
-    only on a failure does it walk the lines again to say where.
+    run at once instead of part-way through: InputError names the line and
+    byte. It decodes large blocks (fast); only on a failure does it walk the
+    lines again to say where. Standard input is not read (it can be read once
+    only, and is checked as it is read).
     """
     if path == "-":
-        return  # standard input can be read once only; checked as it is read
+        return TextCounts(None, None)
     decoder = codecs.getincrementaldecoder(codec)()
+    newlines = quotes = 0
     stream, _ = open_raw(path)
     try:
         while block := stream.read(CHECK_BLOCK):
             decoder.decode(block)
+            newlines += block.count(b"\n")
+            quotes += block.count(b'"')
         decoder.decode(b"", final=True)
-        return
+        if not splits_on_newline_byte(codec):
+            return TextCounts(None, None)
+        return TextCounts(newlines, quotes)
     except UnicodeDecodeError:
         pass
     finally:
@@ -276,20 +296,3 @@ def check_decodable(path: str, codec: str, *, user_encoding: bool) -> None:
     finally:
         close_raw(stream)
     raise InputError(f"{path}: is not valid {codec}; check --encoding")
-
-
-def odd_quotes(path: str, codec: str) -> bool:
-    """True if the file holds an odd number of double quotes (fast byte count).
-
-    Only meaningful for encodings in which a quote is the single byte 0x22.
-    """
-    if not splits_on_newline_byte(codec):
-        return False
-    count = 0
-    stream, _ = open_raw(path)
-    try:
-        while block := stream.read(CHECK_BLOCK):
-            count += block.count(b'"')
-    finally:
-        close_raw(stream)
-    return count % 2 == 1
