@@ -9,6 +9,7 @@ execute request with the standard library, ignoring any proxy settings.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import selectors
@@ -223,6 +224,39 @@ def get(url: str, timeout: float = 10.0) -> Reply:
     except urllib.error.HTTPError as error:
         with error:
             return Reply(error.code, error.headers, error.read())
+
+
+def logged(service: Service) -> list[dict[str, Any]]:
+    """Stop the service (which flushes its log) and return every request."""
+    service.stop()
+    return service.records()
+
+
+def run_id(output: Path) -> str:
+    """The run id the checkpoint beside ``output`` holds."""
+    checkpoint = Path(str(output) + ".checkpoint")
+    header = checkpoint.read_text(encoding="utf-8").splitlines()[0]
+    return str(json.loads(header)["run_id"])
+
+
+def read_output(path: Path) -> list[dict[str, Any]]:
+    """The records of a .csv, .jsonl, .parquet or .xlsx output, in file order."""
+    if path.suffix == ".csv":
+        with path.open(encoding="utf-8", newline="") as file:
+            return list(csv.DictReader(file))
+    if path.suffix == ".jsonl":
+        # split on "\n" only: a value may hold U+2028, which splitlines() cuts
+        lines = path.read_text(encoding="utf-8").split("\n")
+        return [json.loads(line) for line in lines if line]
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_table(path).to_pylist())
+    import openpyxl
+
+    workbook = openpyxl.load_workbook(path)
+    rows = list(workbook.worksheets[0].iter_rows(values_only=True))
+    return [dict(zip(rows[0], row, strict=True)) for row in rows[1:]]
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from typing import Any
 import openpyxl
 import pytest
 import zstandard
-from conftest import Service
+from conftest import Service, logged, run_id
 from openpyxl.styles import Font
 from openpyxl.utils.datetime import CALENDAR_MAC_1904
 
@@ -90,18 +90,6 @@ def run_batch(
 def check(input_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     """`batchrun check INPUT` with no token, no service and no base URL."""
     return cli("check", str(input_path), *extra, cwd=input_path.parent, token=None)
-
-
-def logged(service: Service) -> list[dict[str, Any]]:
-    """Stop the service (which flushes its log) and return every request."""
-    service.stop()
-    return service.records()
-
-
-def run_id(output: Path) -> str:
-    checkpoint = Path(str(output) + ".checkpoint")
-    header = checkpoint.read_text(encoding="utf-8").splitlines()[0]
-    return str(json.loads(header)["run_id"])
 
 
 def requests_by_row(

@@ -26,9 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import openpyxl
-import pyarrow.parquet as pq
 import pytest
-from conftest import Service
+from conftest import Service, logged, read_output, run_id
 
 TOKEN = "tok-results-9a2f6e1c4b7d3058"
 ORG = "demo-org"
@@ -120,18 +119,6 @@ def run_on_terminal(args: list[str], cwd: Path) -> tuple[int, str]:
     return code, data.decode("utf-8", "replace")
 
 
-def logged(service: Service) -> list[dict[str, Any]]:
-    """Stop the service (which flushes its log) and return every request."""
-    service.stop()
-    return service.records()
-
-
-def run_id(output: Path) -> str:
-    checkpoint = Path(str(output) + ".checkpoint")
-    header = checkpoint.read_text(encoding="utf-8").splitlines()[0]
-    return str(json.loads(header)["run_id"])
-
-
 def requests_by_row(
     records: list[dict[str, Any]], output: Path
 ) -> dict[int, list[dict[str, Any]]]:
@@ -153,21 +140,6 @@ def sent(records: list[dict[str, Any]], output: Path) -> dict[int, Any]:
 
 
 # Reading what a person opens
-
-
-def read_output(path: Path) -> list[dict[str, Any]]:
-    """The records of a .csv, .jsonl, .parquet or .xlsx output, in file order."""
-    if path.suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as file:
-            return list(csv.DictReader(file))
-    if path.suffix == ".jsonl":
-        lines = path.read_text(encoding="utf-8").splitlines()
-        return [json.loads(line) for line in lines if line]
-    if path.suffix == ".parquet":
-        return list(pq.read_table(path).to_pylist())
-    workbook = openpyxl.load_workbook(path)
-    rows = list(workbook.worksheets[0].iter_rows(values_only=True))
-    return [dict(zip(rows[0], row, strict=True)) for row in rows[1:]]
 
 
 def by_row(path: Path) -> dict[int, dict[str, Any]]:

@@ -23,7 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import Service
+from conftest import Service, logged, read_output, run_id
 
 TOKEN = "tok-e2e-5f1c9a7d3b82e6"
 ORG = "demo-org"
@@ -93,19 +93,6 @@ def run_batch(
     )
 
 
-def logged(service: Service) -> list[dict[str, Any]]:
-    """Stop the service (which flushes its log) and return every request."""
-    service.stop()
-    return service.records()
-
-
-def run_id(output: Path) -> str:
-    """The run id the checkpoint beside ``output`` holds."""
-    checkpoint = Path(str(output) + ".checkpoint")
-    header = checkpoint.read_text(encoding="utf-8").splitlines()[0]
-    return str(json.loads(header)["run_id"])
-
-
 def by_row(records: list[dict[str, Any]], output: Path) -> dict[int, list[Any]]:
     """The logged requests, by row number; each must belong to that run."""
     prefix = run_id(output) + "-"
@@ -125,17 +112,6 @@ def sent_variables(records: list[dict[str, Any]], output: Path) -> dict[int, Any
 
 
 # Reading outputs
-
-
-def read_output(path: Path) -> list[dict[str, Any]]:
-    """The records of a .csv, .jsonl or .parquet output, in file order."""
-    if path.suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as file:
-            return list(csv.DictReader(file))
-    if path.suffix == ".jsonl":
-        lines = path.read_text(encoding="utf-8").split("\n")
-        return [json.loads(line) for line in lines if line]
-    return list(pq.read_table(path).to_pylist())
 
 
 def output_fields(path: Path) -> list[str]:
