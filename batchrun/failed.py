@@ -16,6 +16,7 @@ from typing import Any
 
 from .errors import OutputError
 from .sinks import Sink
+from .sinks.text import csv_cell
 from .sources import SourceOptions, open_source
 from .variables import ERROR_COLUMN
 
@@ -90,7 +91,7 @@ def _csv_writer(file: Any, columns: list[str]) -> Any:
             writer.writerow([*cells, error])
             return
         values = values or {}
-        writer.writerow([_cell(values.get(name, "")) for name in columns] + [error])
+        writer.writerow([csv_cell(values.get(name)) for name in columns] + [error])
 
     return write
 
@@ -102,11 +103,3 @@ def _jsonl_writer(file: Any) -> Any:
         file.write(json.dumps(record, ensure_ascii=False) + "\n")
 
     return write
-
-
-def _cell(value: Any) -> Any:
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "" if value is None else value

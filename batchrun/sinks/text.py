@@ -29,6 +29,15 @@ def is_plain_number(text: str) -> bool:
     )
 
 
+def csv_cell(value: Any) -> Any:
+    """A value as CSV holds it: booleans as true/false, arrays and objects as JSON."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
 def spreadsheet_safe(value: Any) -> Any:
     """Text as a spreadsheet will show it, never run as a formula.
 
@@ -36,10 +45,7 @@ def spreadsheet_safe(value: Any) -> Any:
     apostrophe (the spreadsheet convention for "this is text"); plain numbers
     such as -5 are left alone. Other values pass through.
     """
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (dict, list)):
-        value = json.dumps(value, ensure_ascii=False)
+    value = csv_cell(value)
     if isinstance(value, str) and value.startswith(FORMULA_STARTS):
         if not is_plain_number(value):
             return "'" + value
