@@ -137,13 +137,7 @@ def run_batch(
         ca_bundle=ca_bundle,
         failed_out=failed_out,
     )
-    runner = Runner(config, events)
-    try:
-        runner.prepare()
-    except BaseException:
-        runner.close()
-        raise
-    return runner.run()
+    return Runner(config, events).run()
 
 
 def read_results(output: str) -> Any:

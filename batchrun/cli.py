@@ -406,9 +406,7 @@ def run(input_path: str, **options: Any) -> None:
     try:
         config = build_config(input_path, options)
         events.configured(config)
-        runner = Runner(config, events)
-        runner.prepare()
-        summary = runner.run()
+        summary = Runner(config, events).run()
     except BatchrunError as error:
         events.close()
         write_summary_json(

@@ -30,7 +30,6 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -738,21 +737,4 @@ def _error_kind(error: str | None) -> str:
     return (error or "unknown error").split(" (after ")[0]
 
 
-def iter_records(sink: Sink) -> Iterator[dict[str, Any]]:
-    """Every record of an output, in file order."""
-    for record in sink.scan(len(sink.header())):
-        yield record.fields
-
-
-def run(config: RunConfig, events: Events | None = None) -> Summary:
-    """Run one batch; raise BatchrunError subclasses for usage and input errors."""
-    runner = Runner(config, events)
-    try:
-        runner.prepare()
-    except BaseException:
-        runner.close()
-        raise
-    return runner.run()
-
-
-__all__ = ["Events", "Runner", "Summary", "run"]
+__all__ = ["Events", "Runner", "Summary"]
